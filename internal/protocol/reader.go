@@ -1,0 +1,163 @@
+package protocol
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"io"
+
+	"github.com/relayd/relayd/internal/bufpool"
+)
+
+// MinReadBuffer is the smallest bufio.Reader size a Reader accepts: every
+// frame's header and IDs must fit in it.
+const MinReadBuffer = 1024
+
+// Frame is one decoded frame. Its slices alias the Reader's buffers and are
+// valid only until the next call to Next or Release.
+type Frame struct {
+	Cmd     byte
+	ID      []byte // login: the ClientID; transfer: the FromClientID
+	To      []byte // transfer: the ToClientID, empty for a heartbeat
+	Payload []byte // transfer: the payload
+	Raw     []byte // the whole frame exactly as received
+}
+
+// IsHeartbeat reports whether f is a transfer addressed to nobody.
+func (f *Frame) IsHeartbeat() bool { return f.Cmd == CmdTransfer && len(f.To) == 0 }
+
+// Reader parses frames from a buffered stream. Frames that fit in the
+// bufio.Reader's buffer are returned in place; larger ones are assembled in a
+// pooled buffer. Either way a steady stream of frames allocates nothing.
+//
+// A Reader is not safe for concurrent use.
+type Reader struct {
+	br      *bufio.Reader
+	consume int          // bytes of the previous frame still in br
+	large   *bufpool.Buf // holds the previous frame when it did not fit br
+}
+
+// NewReader returns a Reader over br, whose size must be at least MinReadBuffer.
+func NewReader(br *bufio.Reader) *Reader {
+	if br.Size() < MinReadBuffer {
+		panic("protocol: bufio.Reader smaller than MinReadBuffer")
+	}
+	return &Reader{br: br}
+}
+
+// Next reads the next frame. A payload longer than maxPayload is rejected as
+// soon as its length is read, before any of it is read or buffered.
+//
+// Errors: io.EOF when the stream ends cleanly between frames,
+// io.ErrUnexpectedEOF when it ends inside one, a Violation for malformed
+// input, or the underlying read error.
+func (r *Reader) Next(maxPayload int) (Frame, error) {
+	r.Release()
+	var f Frame
+
+	// Validate the header before waiting for more, so garbage is refused
+	// as soon as it arrives.
+	hdr, err := r.peek(HeaderLen, true)
+	if err != nil {
+		return f, err
+	}
+	if string(hdr[:4]) != Magic {
+		return f, BadMagic
+	}
+	if hdr[4] != Version {
+		return f, BadVersion
+	}
+	f.Cmd = hdr[5]
+	if f.Cmd != CmdLogin && f.Cmd != CmdTransfer {
+		return f, BadCommand
+	}
+	if hdr, err = r.peek(HeaderLen+1, false); err != nil {
+		return f, err
+	}
+	idLen := int(hdr[HeaderLen])
+	if idLen == 0 {
+		return f, EmptyID
+	}
+
+	if f.Cmd == CmdLogin {
+		n := HeaderLen + 1 + idLen
+		b, err := r.peek(n, false)
+		if err != nil {
+			return f, err
+		}
+		r.consume = n
+		f.Raw = b
+		f.ID = b[HeaderLen+1:]
+		return f, nil
+	}
+
+	toOff := HeaderLen + 1 + idLen // offset of ToClientIDLen
+	b, err := r.peek(toOff+1, false)
+	if err != nil {
+		return f, err
+	}
+	toLen := int(b[toOff])
+	head := toOff + 1 + toLen + 4 // everything up to the payload
+	if b, err = r.peek(head, false); err != nil {
+		return f, err
+	}
+	payloadLen := binary.BigEndian.Uint32(b[head-4:])
+	if maxPayload < 0 || uint64(payloadLen) > uint64(maxPayload) {
+		return f, PayloadTooLarge
+	}
+	total := head + int(payloadLen)
+
+	if total <= r.br.Size() {
+		if b, err = r.peek(total, false); err != nil {
+			return f, err
+		}
+		r.consume = total
+	} else {
+		r.large = bufpool.Get(total)
+		b = append(r.large.B[:0], b[:head]...)
+		b = b[:total]
+		_, _ = r.br.Discard(head) // already buffered: cannot fail
+		if _, err := io.ReadFull(r.br, b[head:]); err != nil {
+			return f, unexpected(err)
+		}
+	}
+	f.Raw = b
+	f.ID = b[HeaderLen+1 : toOff]
+	f.To = b[toOff+1 : toOff+1+toLen]
+	f.Payload = b[head:]
+	return f, nil
+}
+
+// Release gives back the buffer of the last frame. Next calls it; call it
+// directly to drop a large frame's memory before waiting for the next one.
+func (r *Reader) Release() {
+	if r.consume > 0 {
+		_, _ = r.br.Discard(r.consume) // the frame was peeked: cannot fail
+		r.consume = 0
+	}
+	if r.large != nil {
+		bufpool.Put(r.large)
+		r.large = nil
+	}
+}
+
+// peek returns the next n bytes without consuming them. At a frame boundary
+// (first) a stream that ends before any byte is io.EOF; anywhere else it is
+// io.ErrUnexpectedEOF.
+func (r *Reader) peek(n int, first bool) ([]byte, error) {
+	b, err := r.br.Peek(n)
+	if err == nil {
+		return b, nil
+	}
+	if first && len(b) == 0 {
+		return nil, err
+	}
+	return nil, unexpected(err)
+}
+
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}

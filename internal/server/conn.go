@@ -1,0 +1,288 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relayd/relayd/internal/bufpool"
+	"github.com/relayd/relayd/internal/protocol"
+	"github.com/relayd/relayd/internal/registry"
+)
+
+const (
+	// readBufferSize is the per-connection read buffer. Frames up to this
+	// size are parsed and forwarded in place; larger ones go through a
+	// pooled buffer.
+	readBufferSize = 16 << 10
+	// writeChunk bounds one write call, so write_timeout measures a stalled
+	// receiver, not a large batch to a slow but moving one.
+	writeChunk = 256 << 10
+)
+
+// conn is one client connection. Its read loop (serve) parses frames and
+// forwards them; after login, a write loop drains its send queue.
+type conn struct {
+	// Static after construction.
+	srv    *Server
+	ln     *listener
+	raw    net.Conn   // the TCP connection; closing it stops both loops at once
+	nc     net.Conn   // what frames are read from and written to: raw, or TLS over raw
+	remote net.Addr   // for logs
+	ip     netip.Addr // for max_connections_per_ip
+	out    *sendQueue // frames queued for this client
+
+	idFromCert bool // the login ClientID must be one of the client certificate's names
+
+	// Owned by the read loop.
+	id       string      // the logged-in ClientID; "" before login
+	loggedIn bool        //
+	sawFrame bool        // a complete frame arrived since the read deadline was last set
+	certIDs  []string    // with client_id_from_cert: the IDs the client certificate allows
+	counts   frameCounts // per-frame counters; read concurrently by Stats
+
+	// Set once, by whoever closes the connection first.
+	closeOnce sync.Once
+	reason    atomic.Uint32 // a Reason
+	detail    string        // what went wrong, for the debug log; written before done is closed
+	done      chan struct{} // closed when the connection starts closing
+}
+
+// Deliver implements registry.Peer: it queues frame for this client, bounded
+// by the send_queue limit of the client's listener.
+func (c *conn) Deliver(frame []byte) registry.Result {
+	return c.out.push(frame, int(c.ln.limits().SendQueue))
+}
+
+// Kick implements registry.Peer.
+func (c *conn) Kick() { c.close(ReasonKicked, "") }
+
+// close starts closing the connection for reason; only the first call counts.
+// It never blocks: it closes the raw socket, which unblocks both loops.
+func (c *conn) close(r Reason, detail string) {
+	c.closeOnce.Do(func() {
+		c.reason.Store(uint32(r))
+		c.detail = detail
+		c.out.close()
+		close(c.done)
+		_ = c.raw.Close()
+	})
+}
+
+// serve is the connection's read loop. It runs on its own goroutine and
+// tears the connection down when it returns.
+func (c *conn) serve(accepted time.Time) {
+	defer c.finish()
+
+	lim := c.ln.limits()
+	_ = c.nc.SetReadDeadline(accepted.Add(lim.LoginTimeout.D()))
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		if err := c.handshake(tc, accepted.Add(lim.LoginTimeout.D())); err != nil {
+			c.close(c.classify(err), "tls handshake: "+err.Error())
+			return
+		}
+	}
+
+	br := bufio.NewReaderSize(deadlineReader{c}, readBufferSize)
+	fr := protocol.NewReader(br)
+	defer fr.Release()
+	for {
+		f, err := fr.Next(int(c.ln.limits().MaxPayload))
+		if err != nil {
+			c.close(c.classify(err), err.Error())
+			return
+		}
+		c.sawFrame = true
+		if err := c.handle(&f); err != nil {
+			c.close(ReasonProtocolError, err.Error())
+			return
+		}
+	}
+}
+
+func (c *conn) handshake(tc *tls.Conn, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		if ctx.Err() != nil {
+			return os.ErrDeadlineExceeded
+		}
+		return err
+	}
+	if c.idFromCert {
+		c.certIDs = certIDs(tc.ConnectionState())
+	}
+	return nil
+}
+
+// handle acts on one frame; an error is a protocol violation.
+func (c *conn) handle(f *protocol.Frame) error {
+	if !c.loggedIn {
+		if f.Cmd != protocol.CmdLogin {
+			return protocol.TransferBeforeLog
+		}
+		return c.login(f.ID)
+	}
+	if f.Cmd == protocol.CmdLogin {
+		return protocol.SecondLogin
+	}
+	if string(f.ID) != c.id {
+		return protocol.FromMismatch
+	}
+	if len(f.To) == 0 {
+		c.counts.heartbeats.add(1)
+		return nil
+	}
+	peer, ok := c.srv.reg.Lookup(f.To)
+	if !ok {
+		c.counts.dropped[DropOffline].add(1)
+		return nil
+	}
+	switch peer.Deliver(f.Raw) {
+	case registry.Delivered:
+		c.counts.forwarded.add(1)
+		c.counts.bytes.add(uint64(len(f.Payload)))
+	case registry.QueueFull:
+		c.counts.dropped[DropQueueFull].add(1)
+	case registry.Gone:
+		c.counts.dropped[DropOffline].add(1)
+	}
+	return nil
+}
+
+var errIDNotInCert = errors.New("client ID matches neither the certificate's CN nor a SAN")
+
+func (c *conn) login(id []byte) error {
+	if c.idFromCert && !allowedID(c.certIDs, id) {
+		return errIDNotInCert
+	}
+	c.id = string(id)
+	c.loggedIn = true
+
+	c.srv.wg.Add(1)
+	go c.writeLoop()
+
+	if prev := c.srv.reg.Register(c.id, c); prev != nil {
+		prev.Kick()
+		c.srv.kicks.Add(1)
+		c.srv.log.Debug("kick", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
+	}
+	c.ln.logins.Add(1)
+	c.srv.log.Debug("login", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
+	return nil
+}
+
+// writeLoop writes queued frames until the connection closes. Whatever
+// accumulated while one write was on the wire goes out in the next one.
+func (c *conn) writeLoop() {
+	defer c.srv.wg.Done()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.out.wake:
+		}
+		b := c.out.take()
+		if b == nil {
+			continue // a stale wake-up: the previous write took these frames
+		}
+		n := len(b.B)
+		err := c.write(b.B)
+		bufpool.Put(b)
+		if err != nil {
+			r := ReasonEOF
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				r = ReasonWriteTimeout
+			}
+			c.close(r, "write: "+err.Error())
+			return
+		}
+		c.out.written(n)
+	}
+}
+
+func (c *conn) write(b []byte) error {
+	timeout := c.ln.limits().WriteTimeout.D()
+	for len(b) > 0 {
+		n := min(len(b), writeChunk)
+		_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
+		if _, err := c.nc.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// classify maps a read error to the reason the connection ends.
+func (c *conn) classify(err error) Reason {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if c.loggedIn {
+			return ReasonIdleTimeout
+		}
+		return ReasonLoginTimeout
+	case isViolation(err):
+		return ReasonProtocolError
+	default: // EOF, reset, or closed by us (then the first reason already stands)
+		return ReasonEOF
+	}
+}
+
+func isViolation(err error) bool {
+	_, ok := protocol.IsViolation(err)
+	return ok || errors.Is(err, errIDNotInCert) || isTLSAlert(err)
+}
+
+func isTLSAlert(err error) bool {
+	var re tls.RecordHeaderError
+	var ae tls.AlertError
+	var ve *tls.CertificateVerificationError
+	return errors.As(err, &re) || errors.As(err, &ae) || errors.As(err, &ve)
+}
+
+// finish tears the connection down once its read loop has returned.
+func (c *conn) finish() {
+	c.close(ReasonEOF, "") // no-op if already closed for another reason
+	if c.loggedIn {
+		c.srv.reg.Unregister(c.id, c)
+	}
+	r := Reason(c.reason.Load())
+	c.ln.remove(c)
+	c.srv.disconnects[r].Add(1)
+	if c.srv.log.Enabled(context.Background(), slog.LevelDebug) {
+		attrs := []any{"listener", c.ln.name, "remote", c.remote.String(), "reason", r.String()}
+		if c.loggedIn {
+			attrs = append(attrs, "client_id", c.id)
+		}
+		if c.detail != "" && r != ReasonEOF {
+			attrs = append(attrs, "detail", c.detail)
+		}
+		c.srv.log.Debug("disconnect", attrs...)
+	}
+	c.srv.wg.Done()
+}
+
+// deadlineReader sits under the bufio.Reader, so it runs once per read
+// syscall rather than once per frame. Before each read it restarts the idle
+// deadline if a complete frame arrived since it was last set: the deadline
+// thus always counts from the last complete frame, and a client trickling
+// bytes without completing frames times out.
+type deadlineReader struct{ c *conn }
+
+func (d deadlineReader) Read(p []byte) (int, error) {
+	c := d.c
+	if c.sawFrame {
+		c.sawFrame = false
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.ln.limits().IdleTimeout.D()))
+	}
+	return c.nc.Read(p)
+}

@@ -1,0 +1,221 @@
+// Package server is the relay: a set of listeners sharing one registry, the
+// per-connection read and write loops, and Apply, which moves a running
+// server to a new configuration all-or-nothing.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/registry"
+)
+
+// ErrClosed is returned by Apply after Shutdown.
+var ErrClosed = errors.New("server: closed")
+
+// Server relays frames between the clients of all its listeners.
+type Server struct {
+	// Static after construction.
+	log  *slog.Logger
+	reg  registry.Registry
+	done chan struct{} // closed by Shutdown
+
+	wg          sync.WaitGroup // every goroutine the server started
+	kicks       atomic.Uint64
+	disconnects [numReasons]atomic.Uint64 // indexed by Reason
+
+	mu        sync.Mutex
+	listeners map[string]*listener // guarded by mu; by name
+	stopped   []*listener          // guarded by mu; removed listeners whose connections are still closing
+	retired   FrameStats           // guarded by mu; frame counts of removed listeners
+	closed    bool                 // guarded by mu
+}
+
+// New returns a server with no listeners; Apply starts them. A nil registry
+// means a process-local one.
+func New(log *slog.Logger, reg registry.Registry) *Server {
+	if reg == nil {
+		reg = registry.NewLocal()
+	}
+	return &Server{
+		log:       log,
+		reg:       reg,
+		done:      make(chan struct{}),
+		listeners: make(map[string]*listener),
+	}
+}
+
+// Apply moves the server to cfg's listeners and limits. It loads every TLS
+// file and binds every new address before changing anything; if any step
+// fails it returns the error and the running configuration is untouched.
+//
+// Listeners keep their connections when their name and address are
+// unchanged; their limits, certificates and CAs are swapped in place and
+// apply to existing connections from their next frame or write. Listeners
+// no longer in cfg stop and their connections close.
+func (s *Server) Apply(cfg *config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+
+	type step struct {
+		cfg  config.Listener
+		tls  *tls.Config
+		keep *listener    // running listener to update in place
+		ln   net.Listener // newly bound socket
+	}
+	steps := make([]step, len(cfg.Listeners))
+	var bound []net.Listener
+	undo := func() {
+		for _, ln := range bound {
+			_ = ln.Close()
+		}
+	}
+	for i, lc := range cfg.Listeners {
+		tc, err := lc.LoadTLS()
+		if err != nil {
+			undo()
+			return err
+		}
+		steps[i] = step{cfg: lc, tls: tc}
+		if old, ok := s.listeners[lc.Name]; ok && old.st.Load().cfg.Address == lc.Address {
+			steps[i].keep = old
+			continue
+		}
+		ln, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			undo()
+			return fmt.Errorf("listener %q: listen on %s: %w", lc.Name, lc.Address, err)
+		}
+		bound = append(bound, ln)
+		steps[i].ln = ln
+	}
+
+	// Nothing can fail from here on.
+	next := make(map[string]*listener, len(steps))
+	for _, st := range steps {
+		if st.keep != nil {
+			if changed := describeChange(&st.keep.st.Load().cfg, &st.cfg); changed != "" {
+				s.log.Info("listener updated", "listener", st.cfg.Name, "changed", changed)
+			}
+			st.keep.st.Store(&listenerState{cfg: st.cfg, tls: st.tls})
+			next[st.cfg.Name] = st.keep
+		}
+	}
+	for name, old := range s.listeners {
+		if next[name] == old {
+			continue
+		}
+		old.stop(ReasonListenerRemoved)
+		s.stopped = append(s.stopped, old)
+		s.log.Info("listener stopped", "listener", name, "address", old.ln.Addr().String())
+	}
+	for _, st := range steps {
+		if st.ln == nil {
+			continue
+		}
+		l := newListener(s, st.cfg, st.tls, st.ln)
+		next[st.cfg.Name] = l
+		s.wg.Add(1)
+		go l.serve()
+		s.log.Info("listener started", "listener", l.name, "address", st.ln.Addr().String(), "tls", st.tls != nil)
+	}
+	s.listeners = next
+	return nil
+}
+
+// describeChange says which settings of a kept listener differ, for the log.
+func describeChange(old, new *config.Listener) string {
+	var changed []string
+	changed = append(changed, old.Limits.Diff(new.Limits)...)
+	if old.TLSCert != new.TLSCert || old.TLSKey != new.TLSKey {
+		changed = append(changed, "tls_cert/tls_key")
+	}
+	if old.TLSClientCA != new.TLSClientCA {
+		changed = append(changed, "tls_client_ca")
+	}
+	if old.ClientIDFromCert != new.ClientIDFromCert {
+		changed = append(changed, "client_id_from_cert")
+	}
+	return strings.Join(changed, ",")
+}
+
+// Shutdown stops accepting, closes every connection and waits until all of
+// the server's goroutines have ended or ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.done)
+		for _, l := range s.listeners {
+			l.stop(ReasonShutdown)
+		}
+	}
+	s.mu.Unlock()
+
+	finished := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Addrs returns the bound address of each listener, by name.
+func (s *Server) Addrs() map[string]net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]net.Addr, len(s.listeners))
+	for name, l := range s.listeners {
+		m[name] = l.ln.Addr()
+	}
+	return m
+}
+
+// Stats returns a snapshot of the server's counters. Every counter in it is
+// monotonic across calls, including across listener removal.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	var st Stats
+	live := s.stopped[:0]
+	for _, l := range s.stopped {
+		if l.drained() {
+			l.stats(&s.retired)
+			continue
+		}
+		live = append(live, l)
+	}
+	s.stopped = live
+	st.Frames = s.retired
+	for _, l := range s.stopped {
+		l.stats(&st.Frames)
+	}
+	for _, l := range s.listeners {
+		st.Listeners = append(st.Listeners, l.stats(&st.Frames))
+	}
+	s.mu.Unlock()
+
+	sort.Slice(st.Listeners, func(i, j int) bool { return st.Listeners[i].Name < st.Listeners[j].Name })
+	st.Clients = s.reg.Len()
+	st.Kicks = s.kicks.Load()
+	for i := range st.Disconnects {
+		st.Disconnects[i] = s.disconnects[i].Load()
+	}
+	return st
+}
