@@ -93,7 +93,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 			steps[i].keep = old
 			continue
 		}
-		ln, err := net.Listen("tcp", lc.Address)
+		ln, err := net.Listen(network(lc.Address), lc.Address)
 		if err != nil {
 			undo()
 			return fmt.Errorf("listener %q: listen on %s: %w", lc.Name, lc.Address, err)
@@ -133,6 +133,16 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	s.listeners = next
 	return nil
+}
+
+// network picks the address family: an IPv4 address binds IPv4 only (as
+// "0.0.0.0" means to operators); an IPv6 wildcard serves both families.
+func network(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err == nil && ip != nil && ip.To4() != nil {
+		return "tcp4"
+	}
+	return "tcp"
 }
 
 // describeChange says which settings of a kept listener differ, for the log.

@@ -1,0 +1,134 @@
+// Command relayd is the relay server.
+//
+//	relayd                 built-in defaults: one plain listener on 0.0.0.0:33333
+//	relayd PORT            the same on another port
+//	relayd -c FILE         run from a TOML configuration file
+//	relayd -c FILE -t      check the configuration and exit
+//	relayd --version       print the version and commit
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strconv"
+
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/daemon"
+)
+
+// version is set at build time: -ldflags "-X main.version=1.2.3".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: relayd [PORT]
+       relayd -c FILE [-t]
+       relayd --version
+
+  PORT          listen on 0.0.0.0:PORT with built-in defaults (default 33333)
+  -c FILE       run from the TOML configuration FILE
+  -t, --check   validate the configuration (syntax, keys, values, TLS files) and exit
+  --version     print the version and commit and exit
+
+Signals: SIGHUP reloads the configuration, SIGUSR1 rotates the log file,
+SIGTERM and SIGINT shut down gracefully.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("relayd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	configPath := fs.String("c", "", "")
+	check := fs.Bool("t", false, "")
+	fs.BoolVar(check, "check", false, "")
+	showVersion := fs.Bool("version", false, "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		return usageError(stderr, err.Error())
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "relayd %s (commit %s)\n", version, commit())
+		return 0
+	}
+
+	var cfg *config.Config
+	switch rest := fs.Args(); {
+	case len(rest) > 1:
+		return usageError(stderr, fmt.Sprintf("unexpected arguments %q", rest[1:]))
+	case len(rest) == 1 && *configPath != "":
+		return usageError(stderr, "PORT cannot be combined with -c: set the listener address in the config file")
+	case len(rest) == 1:
+		port, err := strconv.Atoi(rest[0])
+		if err != nil || port < 1 || port > 65535 {
+			return usageError(stderr, fmt.Sprintf("invalid port %q: want a number from 1 to 65535", rest[0]))
+		}
+		cfg = config.DefaultWithPort(port)
+	case *configPath != "":
+		var err error
+		if cfg, err = config.Load(*configPath); err != nil {
+			fmt.Fprintf(stderr, "relayd: %v\n", err)
+			return 1
+		}
+	default:
+		cfg = config.Default()
+	}
+
+	if *check {
+		if err := cfg.Check(); err != nil {
+			fmt.Fprintf(stderr, "relayd: %v\n", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "configuration OK")
+		return 0
+	}
+
+	d, err := daemon.Start(cfg, stderr, version)
+	if err != nil {
+		fmt.Fprintf(stderr, "relayd: %v\n", err)
+		return 1
+	}
+	if err := d.Run(context.Background()); err != nil {
+		fmt.Fprintf(stderr, "relayd: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func usageError(stderr io.Writer, msg string) int {
+	fmt.Fprintf(stderr, "relayd: %s (relayd -h for usage)\n", msg)
+	return 2
+}
+
+// commit is the VCS revision the binary was built from.
+func commit() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if rev != "" {
+			if len(rev) > 12 {
+				rev = rev[:12]
+			}
+			if dirty {
+				rev += "-dirty"
+			}
+			return rev
+		}
+	}
+	return "unknown"
+}

@@ -1,0 +1,240 @@
+// Package daemon runs relayd as a long-lived process: it starts the server
+// and its logging from a configuration, reloads them all-or-nothing on SIGHUP
+// or when the config file changes, rotates logs on SIGUSR1 and shuts down
+// gracefully on SIGTERM or SIGINT.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/logging"
+	"github.com/relayd/relayd/internal/reload"
+	"github.com/relayd/relayd/internal/server"
+)
+
+// Daemon is a running relayd.
+type Daemon struct {
+	// Static after construction.
+	path    string // config file; "" when running on built-in defaults
+	version string
+	log     *logging.Logger
+	srv     *server.Server
+	started time.Time
+
+	reloadOK      atomic.Uint64
+	reloadFailed  atomic.Uint64
+	lastReloadOK  atomic.Bool
+	lastReloadAt  atomic.Int64 // unix nanoseconds of the last successful (re)load
+	shuttingDown  atomic.Bool
+	mu            sync.Mutex     // serializes reloads and shutdown
+	cfg           *config.Config // guarded by mu; the configuration in effect
+	watcher       *reload.Watcher
+}
+
+// Start sets up logging and binds every listener of cfg. An error means
+// nothing is left running.
+func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error) {
+	log, err := logging.New(cfg.Log, stderr)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		path:    cfg.File,
+		version: version,
+		log:     log,
+		srv:     server.New(log.Logger, nil),
+		cfg:     cfg,
+		started: time.Now(),
+	}
+	if err := d.srv.Apply(cfg); err != nil {
+		_ = log.Close()
+		return nil, err
+	}
+	d.lastReloadOK.Store(true)
+	d.lastReloadAt.Store(time.Now().UnixNano())
+	source := d.path
+	if source == "" {
+		source = "built-in defaults"
+	}
+	log.Info("relayd started", "version", version, "config", source, "listeners", len(cfg.Listeners))
+	return d, nil
+}
+
+// Server returns the relay server.
+func (d *Daemon) Server() *server.Server { return d.srv }
+
+// Run handles signals and config-file changes until a shutdown signal
+// arrives or ctx is done, then shuts down.
+func (d *Daemon) Run(ctx context.Context) error {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+	d.syncWatcher()
+	for {
+		select {
+		case <-ctx.Done():
+			return d.Shutdown("context done")
+		case <-d.changes():
+			_ = d.Reload("file change")
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				_ = d.Reload("SIGHUP")
+			case syscall.SIGUSR1:
+				if err := d.log.Rotate(); err != nil {
+					d.log.Error("log rotation failed", "error", err)
+				} else {
+					d.log.Info("log rotated", "trigger", "SIGUSR1")
+				}
+			default:
+				return d.Shutdown(sig.String())
+			}
+		}
+	}
+}
+
+// changes returns the channel of config-file changes, nil when not watching.
+func (d *Daemon) changes() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.watcher == nil {
+		return nil
+	}
+	return d.watcher.Changed()
+}
+
+// syncWatcher starts or stops watching the config file to match [reload] watch.
+func (d *Daemon) syncWatcher() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	want := d.path != "" && d.cfg.Reload.Watch && !d.shuttingDown.Load()
+	switch {
+	case want && d.watcher == nil:
+		w, err := reload.Watch(d.path, reload.DefaultSettle, d.log.Logger)
+		if err != nil {
+			d.log.Error("cannot watch the config file; reload with SIGHUP", "error", err)
+			return
+		}
+		d.watcher = w
+	case !want && d.watcher != nil:
+		_ = d.watcher.Close()
+		d.watcher = nil
+	}
+}
+
+// Reload loads the config file again and applies it all-or-nothing: if any
+// step fails, the running configuration stays exactly as it was.
+func (d *Daemon) Reload(trigger string) error {
+	err := d.reload(trigger)
+	d.syncWatcher()
+	return err
+}
+
+func (d *Daemon) reload(trigger string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.path == "" {
+		d.log.Info("reload requested but relayd runs on built-in defaults: nothing to reload", "trigger", trigger)
+		return nil
+	}
+	d.log.Info("reloading configuration", "trigger", trigger, "file", d.path)
+	cfg, err := config.Load(d.path)
+	if err == nil {
+		err = d.apply(cfg)
+	}
+	if err != nil {
+		d.reloadFailed.Add(1)
+		d.lastReloadOK.Store(false)
+		d.log.Error("reload failed; the running configuration is unchanged", "trigger", trigger, "error", err)
+		return err
+	}
+	changed := describe(d.cfg, cfg)
+	d.cfg = cfg
+	d.reloadOK.Add(1)
+	d.lastReloadOK.Store(true)
+	d.lastReloadAt.Store(time.Now().UnixNano())
+	d.log.Info("configuration reloaded", "trigger", trigger, "changed", changed)
+	return nil
+}
+
+// apply prepares every component for cfg, then commits them together.
+func (d *Daemon) apply(cfg *config.Config) error {
+	commitLog, err := d.log.Prepare(cfg.Log)
+	if err != nil {
+		return err
+	}
+	if err := d.srv.Apply(cfg); err != nil {
+		return err
+	}
+	commitLog()
+	return nil
+}
+
+// describe lists the global settings that differ, for the reload log line;
+// the server logs listener changes itself.
+func describe(old, new *config.Config) string {
+	var c []string
+	if old.Log != new.Log {
+		c = append(c, "log")
+	}
+	if (old.Admin == nil) != (new.Admin == nil) || old.Admin != nil && *old.Admin != *new.Admin {
+		c = append(c, "admin")
+	}
+	if old.Reload != new.Reload {
+		c = append(c, "reload")
+	}
+	if old.Server != new.Server {
+		c = append(c, "server")
+	}
+	if len(c) == 0 {
+		return "none"
+	}
+	return strings.Join(c, ",")
+}
+
+// Shutdown stops accepting, closes every connection, waits up to
+// shutdown_timeout for them to finish, and closes the log.
+func (d *Daemon) Shutdown(why string) error {
+	d.shuttingDown.Store(true)
+	d.syncWatcher()
+	d.mu.Lock()
+	timeout := d.cfg.Server.ShutdownTimeout.D()
+	d.mu.Unlock()
+
+	d.log.Info("shutting down", "signal", why, "timeout", timeout.String())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := d.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		d.log.Warn("shutdown timeout reached with connections still closing")
+	}
+	d.log.Info("relayd stopped", "uptime", time.Since(d.started).Round(time.Second).String())
+	return d.log.Close()
+}
+
+// ReloadStats reports reload outcomes for the metrics.
+type ReloadStats struct {
+	Succeeded, Failed uint64
+	LastOK            bool
+	LastSuccess       time.Time
+}
+
+// Reloads returns the reload counters.
+func (d *Daemon) Reloads() ReloadStats {
+	return ReloadStats{
+		Succeeded:   d.reloadOK.Load(),
+		Failed:      d.reloadFailed.Load(),
+		LastOK:      d.lastReloadOK.Load(),
+		LastSuccess: time.Unix(0, d.lastReloadAt.Load()),
+	}
+}

@@ -1,0 +1,135 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/relayd/relayd/client"
+	"github.com/relayd/relayd/config"
+)
+
+// BenchmarkForward measures frames relayed over loopback between sender →
+// receiver pairs through the real client library: frames/s and MB/s of
+// payload counted at the receivers, and allocations per frame across server
+// and clients.
+//
+//	go test -run=^$ -bench=Forward -benchmem ./internal/server
+func BenchmarkForward(b *testing.B) {
+	for _, pairs := range []int{1, 16} {
+		for _, size := range []int{64, 64 << 10} {
+			b.Run(fmt.Sprintf("pairs=%d/payload=%s", pairs, sizeName(size)), func(b *testing.B) {
+				benchForward(b, pairs, size)
+			})
+		}
+	}
+}
+
+func sizeName(n int) string {
+	if n >= 1<<10 {
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+func benchForward(b *testing.B, pairs, size int) {
+	s := New(testLogger(), nil)
+	if err := s.Apply(testConfig(func(l *config.Limits) { l.MaxPayload = config.Size(size) })); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	addr := s.Addrs()["plain"].String()
+
+	// Keep at most window bytes in flight per pair so no frame is dropped:
+	// this measures forwarding, not the send queue's overflow policy.
+	window := max(16, (4<<20)/(size+32))
+	type pair struct {
+		snd, rcv *client.Client
+		got      atomic.Int64
+		credit   chan struct{}
+	}
+	ps := make([]*pair, pairs)
+	ctx := context.Background()
+	for i := range ps {
+		snd, err := client.Dial(ctx, addr, fmt.Sprintf("s%d", i), &client.Options{Heartbeat: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rcv, err := client.Dial(ctx, addr, fmt.Sprintf("r%d", i), &client.Options{Heartbeat: -1, MaxPayload: size})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ps[i] = &pair{snd: snd, rcv: rcv, credit: make(chan struct{}, 1)}
+		defer snd.Close()
+		defer rcv.Close()
+	}
+	for i := range ps {
+		for {
+			if _, ok := s.reg.Lookup(fmt.Appendf(nil, "r%d", i)); ok {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	perPair := b.N/pairs + 1
+	payload := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for n := 0; n < perPair; n++ {
+				m, err := p.rcv.Recv()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_ = m
+				if p.got.Add(1)%int64(max(1, window/4)) == 0 {
+					select {
+					case p.credit <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			to := fmt.Sprintf("r%d", i)
+			for n := 0; n < perPair; n++ {
+				for int64(n)-p.got.Load() >= int64(window) {
+					if err := p.snd.Flush(); err != nil {
+						b.Error(err)
+						return
+					}
+					select {
+					case <-p.credit:
+					case <-time.After(time.Millisecond):
+					}
+				}
+				if err := p.snd.Queue(to, payload); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+			if err := p.snd.Flush(); err != nil {
+				b.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	elapsed := b.Elapsed()
+	frames := float64(perPair * pairs)
+	b.ReportMetric(frames/elapsed.Seconds(), "frames/s")
+	if d := s.Stats().Frames.Dropped; d[DropQueueFull] != 0 || d[DropOffline] != 0 {
+		b.Fatalf("dropped frames: %v", d)
+	}
+}
