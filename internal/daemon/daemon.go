@@ -31,14 +31,14 @@ type Daemon struct {
 	srv     *server.Server
 	started time.Time
 
-	reloadOK      atomic.Uint64
-	reloadFailed  atomic.Uint64
-	lastReloadOK  atomic.Bool
-	lastReloadAt  atomic.Int64 // unix nanoseconds of the last successful (re)load
-	shuttingDown  atomic.Bool
-	mu            sync.Mutex     // serializes reloads and shutdown
-	cfg           *config.Config // guarded by mu; the configuration in effect
-	watcher       *reload.Watcher
+	reloadOK     atomic.Uint64
+	reloadFailed atomic.Uint64
+	lastReloadOK atomic.Bool
+	lastReloadAt atomic.Int64 // unix nanoseconds of the last successful (re)load
+	shuttingDown atomic.Bool
+	mu           sync.Mutex     // serializes reloads and shutdown
+	cfg          *config.Config // guarded by mu; the configuration in effect
+	watcher      *reload.Watcher
 }
 
 // Start sets up logging and binds every listener of cfg. An error means
