@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relayd/relayd/client"
+	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/server"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "relayd-client-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "relayd-client")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func startRelay(t *testing.T) (*server.Server, string) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Listeners[0].Address = "127.0.0.1:0"
+	s := server.New(slog.New(slog.DiscardHandler), nil)
+	if err := s.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	_, port, _ := strings.Cut(s.Addrs()["plain"].String(), "127.0.0.1:")
+	return s, port
+}
+
+func waitClients(t *testing.T, s *server.Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Clients < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("never saw %d logged-in clients", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestLinesAreSentAndFramesPrinted(t *testing.T) {
+	s, port := startRelay(t)
+	bob, err := client.Dial(t.Context(), "127.0.0.1:"+port, "bob", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	waitClients(t, s, 1)
+
+	// alice reads stdin from a pipe we control, so she stays up while bob answers.
+	cmd := exec.Command(binary, "--port", port, "--client-id", "alice", "--to-client-id", "bob")
+	stdin, _ := cmd.StdinPipe()
+	var stdout, stderr lockedBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "hello bob\nsecond line\n")
+	_ = bob.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for _, want := range []string{"hello bob", "second line"} {
+		m, err := bob.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.From) != "alice" || string(m.Payload) != want {
+			t.Fatalf("bob got %q from %q, want %q", m.Payload, m.From, want)
+		}
+	}
+	// Non-printable bytes come out escaped, one frame per line.
+	if err := bob.Send("alice", []byte("tab\there\nnewline \x00\xff\\ é")); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Send("alice", []byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stdout.String(), "bob: bye\n") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // stdout is written by the child; poll for it
+	}
+	io.WriteString(stdin, "/quit\nnever sent\n")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v; stderr: %s", err, stderr.String())
+	}
+	want := "bob: tab\\there\\nnewline \\x00\\xff\\\\ é\nbob: bye\n"
+	if stdout.String() != want {
+		t.Fatalf("stdout = %q, want %q", stdout.String(), want)
+	}
+	_ = bob.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if m, err := bob.Recv(); err == nil {
+		t.Fatalf("a line after /quit was sent: %q", m.Payload)
+	}
+}
+
+// Everything piped in is sent before the client exits at end of stdin.
+func TestEndOfStdinSendsEverything(t *testing.T) {
+	s, port := startRelay(t)
+	bob, err := client.Dial(t.Context(), "127.0.0.1:"+port, "bob", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	waitClients(t, s, 1)
+
+	var in strings.Builder
+	const lines = 2000
+	for i := 0; i < lines; i++ {
+		in.WriteString("line " + strconv.Itoa(i) + "\n")
+	}
+	cmd := exec.Command(binary, "--port", port, "--client-id", "alice", "--to-client-id", "bob")
+	cmd.Stdin = strings.NewReader(in.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("exit: %v: %s", err, out)
+	}
+	_ = bob.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := 0; i < lines; i++ {
+		m, err := bob.Recv()
+		if err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+		if want := "line " + strconv.Itoa(i); string(m.Payload) != want {
+			t.Fatalf("got %q, want %q", m.Payload, want)
+		}
+	}
+}
+
+func TestServerCloseExitsNonZero(t *testing.T) {
+	s, port := startRelay(t)
+	cmd := exec.Command(binary, "--port", port, "--client-id", "dup", "--to-client-id", "x")
+	stdin, _ := cmd.StdinPipe() // held open: the client waits on it
+	defer stdin.Close()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitClients(t, s, 1)
+	kicker, err := client.Dial(t.Context(), "127.0.0.1:"+port, "dup", nil) // kicks the child
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kicker.Close()
+
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() == 0 {
+			t.Fatalf("exit: %v, want a non-zero status", err)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("client still running after being kicked")
+	}
+	if !strings.Contains(stderr.String(), "closed by server") {
+		t.Fatalf("stderr does not say the server closed the connection: %q", stderr.String())
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--client-id", "a"},    // no destination
+		{"--to-client-id", "b"}, // no ID
+		{"--client-id", "a", "--to-client-id", "b", "extra"},
+		{"--client-id", "a", "--to-client-id", "b", "--cert", "c.pem"}, // cert without key
+	} {
+		out, err := exec.Command(binary, args...).CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Errorf("%v: %v, want exit status 2 (%s)", args, err, out)
+		}
+	}
+	out, err := exec.Command(binary, "--port", "1", "--client-id", "a", "--to-client-id", "b").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "connect") {
+		t.Errorf("unreachable server: %v: %s", err, out)
+	}
+}
+
+// lockedBuffer is written by exec's copying goroutine while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestEscape(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text":      "plain text",
+		"ünïcödé ✓":       "ünïcödé ✓",
+		"a\nb\rc\td":      `a\nb\rc\td`,
+		"\x00\x1b[31m":    `\x00\x1b[31m`,
+		"\xff\xfe":        `\xff\xfe`,
+		`back\slash`:      `back\\slash`,
+		"\u200b zero-wid": `\xe2\x80\x8b zero-wid`,
+	} {
+		if got := string(appendEscaped(nil, []byte(in))); got != want {
+			t.Errorf("escape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
