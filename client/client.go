@@ -69,11 +69,10 @@ type Message struct {
 // goroutine at a time; the send methods are safe for concurrent use.
 type Client struct {
 	// Static after construction.
-	conn       net.Conn
-	id         string
-	maxPayload int
-	done       chan struct{} // closed by Close
-	hbDone     chan struct{} // closed when the heartbeat goroutine has ended
+	conn   net.Conn
+	id     string
+	done   chan struct{} // closed by Close
+	hbDone chan struct{} // closed when the heartbeat goroutine has ended
 
 	// Owned by the Recv caller.
 	r *protocol.Reader
@@ -123,17 +122,17 @@ func New(conn net.Conn, id string, opts *Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{
-		conn:       conn,
-		id:         id,
-		maxPayload: opts.MaxPayload,
-		done:       make(chan struct{}),
-		hbDone:     make(chan struct{}),
-		r:          protocol.NewReader(bufio.NewReaderSize(conn, 64<<10)),
-		bw:         bufio.NewWriterSize(conn, 64<<10),
+	maxPayload := opts.MaxPayload
+	if maxPayload <= 0 {
+		maxPayload = DefaultMaxPayload
 	}
-	if c.maxPayload <= 0 {
-		c.maxPayload = DefaultMaxPayload
+	c := &Client{
+		conn:   conn,
+		id:     id,
+		done:   make(chan struct{}),
+		hbDone: make(chan struct{}),
+		r:      protocol.NewReader(bufio.NewReaderSize(conn, 64<<10), protocol.Fixed(maxPayload)),
+		bw:     bufio.NewWriterSize(conn, 64<<10),
 	}
 	if _, err := conn.Write(login); err != nil {
 		return nil, fmt.Errorf("login: %w", err)
@@ -214,7 +213,7 @@ func (c *Client) flushLocked() error {
 // Recv waits for the next frame addressed to this client.
 func (c *Client) Recv() (Message, error) {
 	for {
-		f, err := c.r.Next(c.maxPayload)
+		f, err := c.r.Next()
 		if err != nil {
 			return Message{}, c.wrap(err)
 		}

@@ -29,10 +29,10 @@ func FuzzReader(f *testing.F) {
 	}
 	const maxPayload = 4096
 	f.Fuzz(func(t *testing.T, stream []byte) {
-		r := NewReader(bufio.NewReaderSize(bytes.NewReader(stream), MinReadBuffer))
+		r := NewReader(bufio.NewReaderSize(bytes.NewReader(stream), MinReadBuffer), Fixed(maxPayload))
 		consumed := 0
 		for {
-			fr, err := r.Next(maxPayload)
+			fr, err := r.Next()
 			if err != nil {
 				if _, ok := IsViolation(err); !ok && err != io.EOF && !errors.Is(err, io.ErrUnexpectedEOF) {
 					t.Fatalf("unexpected error kind: %v", err)

@@ -31,8 +31,8 @@ func transfer(t testing.TB, from, to, payload string) []byte {
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
-func newReader(b []byte, size int) *Reader {
-	return NewReader(bufio.NewReaderSize(bytes.NewReader(b), size))
+func newReader(b []byte, size int, maxPayload int) *Reader {
+	return NewReader(bufio.NewReaderSize(bytes.NewReader(b), size), Fixed(maxPayload))
 }
 
 func TestEncodingIsByteExact(t *testing.T) {
@@ -95,9 +95,9 @@ func TestReaderValidFrames(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			// Two copies back to back: the second must parse after the first is released.
-			r := newReader(cat(tc.in, tc.in), MinReadBuffer)
+			r := newReader(cat(tc.in, tc.in), MinReadBuffer, 1<<20)
 			for i := 0; i < 2; i++ {
-				f, err := r.Next(1 << 20)
+				f, err := r.Next()
 				if err != nil {
 					t.Fatalf("frame %d: %v", i, err)
 				}
@@ -111,7 +111,7 @@ func TestReaderValidFrames(t *testing.T) {
 					t.Fatalf("IsHeartbeat = %v", f.IsHeartbeat())
 				}
 			}
-			if _, err := r.Next(1 << 20); err != io.EOF {
+			if _, err := r.Next(); err != io.EOF {
 				t.Fatalf("after the last frame: %v, want io.EOF", err)
 			}
 		})
@@ -145,8 +145,8 @@ func TestReaderMalformed(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newReader(tc.in, MinReadBuffer)
-			_, err := r.Next(100)
+			r := newReader(tc.in, MinReadBuffer, 100)
+			_, err := r.Next()
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
@@ -158,8 +158,8 @@ func TestReaderMalformed(t *testing.T) {
 func TestReaderRefusesOversizedPayloadAtHeader(t *testing.T) {
 	head := []byte("RELY\x01\x09\x01a\x01b\xff\xff\xff\xff")
 	src := &countingReader{r: io.MultiReader(bytes.NewReader(head), infinite{})}
-	r := NewReader(bufio.NewReaderSize(src, MinReadBuffer))
-	if _, err := r.Next(8 << 20); err != PayloadTooLarge {
+	r := NewReader(bufio.NewReaderSize(src, MinReadBuffer), Fixed(8<<20))
+	if _, err := r.Next(); err != PayloadTooLarge {
 		t.Fatalf("err = %v", err)
 	}
 	if src.n > MinReadBuffer {
@@ -173,9 +173,9 @@ func TestReaderOneByteAtATime(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		stream = append(stream, transfer(t, "a", "b", strings.Repeat("x", i*40))...)
 	}
-	r := NewReader(bufio.NewReaderSize(&oneByteReader{b: stream}, MinReadBuffer))
+	r := NewReader(bufio.NewReaderSize(&oneByteReader{b: stream}, MinReadBuffer), Fixed(1<<20))
 	for i := 0; i < 50; i++ {
-		f, err := r.Next(1 << 20)
+		f, err := r.Next()
 		if err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
@@ -190,12 +190,12 @@ func TestReaderSteadyStateDoesNotAllocate(t *testing.T) {
 	large := transfer(t, "alice", "bob", strings.Repeat("x", 64<<10))
 	for _, frame := range [][]byte{small, large} {
 		src := &repeatReader{frame: frame}
-		r := NewReader(bufio.NewReaderSize(src, 16<<10))
-		if _, err := r.Next(1 << 20); err != nil {
+		r := NewReader(bufio.NewReaderSize(src, 16<<10), Fixed(1<<20))
+		if _, err := r.Next(); err != nil {
 			t.Fatal(err)
 		}
 		allocs := testing.AllocsPerRun(1000, func() {
-			if _, err := r.Next(1 << 20); err != nil {
+			if _, err := r.Next(); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -209,11 +209,11 @@ func BenchmarkReader(b *testing.B) {
 	for _, size := range []int{64, 64 << 10} {
 		frame := transfer(b, "alice", "bob", strings.Repeat("x", size))
 		b.Run(byteSize(size), func(b *testing.B) {
-			r := NewReader(bufio.NewReaderSize(&repeatReader{frame: frame}, 16<<10))
+			r := NewReader(bufio.NewReaderSize(&repeatReader{frame: frame}, 16<<10), Fixed(1<<20))
 			b.SetBytes(int64(len(frame)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := r.Next(1 << 20); err != nil {
+				if _, err := r.Next(); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -32,26 +32,33 @@ func (f *Frame) IsHeartbeat() bool { return f.Cmd == CmdTransfer && len(f.To) ==
 //
 // A Reader is not safe for concurrent use.
 type Reader struct {
-	br      *bufio.Reader
-	consume int          // bytes of the previous frame still in br
-	large   *bufpool.Buf // holds the previous frame when it did not fit br
+	br         *bufio.Reader
+	maxPayload func() int   // consulted at each payload length, so a new limit applies from the next frame
+	consume    int          // bytes of the previous frame still in br
+	large      *bufpool.Buf // holds the previous frame when it did not fit br
 }
 
-// NewReader returns a Reader over br, whose size must be at least MinReadBuffer.
-func NewReader(br *bufio.Reader) *Reader {
+// NewReader returns a Reader over br, whose size must be at least
+// MinReadBuffer. maxPayload returns the largest payload accepted; it is
+// called when a frame's payload length arrives, so a limit changed while the
+// reader waits applies to the frame that arrives next.
+func NewReader(br *bufio.Reader, maxPayload func() int) *Reader {
 	if br.Size() < MinReadBuffer {
 		panic("protocol: bufio.Reader smaller than MinReadBuffer")
 	}
-	return &Reader{br: br}
+	return &Reader{br: br, maxPayload: maxPayload}
 }
 
-// Next reads the next frame. A payload longer than maxPayload is rejected as
+// Fixed returns a maxPayload function for a limit that never changes.
+func Fixed(n int) func() int { return func() int { return n } }
+
+// Next reads the next frame. A payload longer than the limit is rejected as
 // soon as its length is read, before any of it is read or buffered.
 //
 // Errors: io.EOF when the stream ends cleanly between frames,
 // io.ErrUnexpectedEOF when it ends inside one, a Violation for malformed
 // input, or the underlying read error.
-func (r *Reader) Next(maxPayload int) (Frame, error) {
+func (r *Reader) Next() (Frame, error) {
 	r.Release()
 	var f Frame
 
@@ -102,7 +109,7 @@ func (r *Reader) Next(maxPayload int) (Frame, error) {
 		return f, err
 	}
 	payloadLen := binary.BigEndian.Uint32(b[head-4:])
-	if maxPayload < 0 || uint64(payloadLen) > uint64(maxPayload) {
+	if maxPayload := r.maxPayload(); maxPayload < 0 || uint64(payloadLen) > uint64(maxPayload) {
 		return f, PayloadTooLarge
 	}
 	total := head + int(payloadLen)

@@ -92,10 +92,10 @@ func (c *conn) serve(accepted time.Time) {
 	}
 
 	br := bufio.NewReaderSize(deadlineReader{c}, readBufferSize)
-	fr := protocol.NewReader(br)
+	fr := protocol.NewReader(br, c.maxPayload)
 	defer fr.Release()
 	for {
-		f, err := fr.Next(int(c.ln.limits().MaxPayload))
+		f, err := fr.Next()
 		if err != nil {
 			c.close(c.classify(err), err.Error())
 			return
@@ -107,6 +107,8 @@ func (c *conn) serve(accepted time.Time) {
 		}
 	}
 }
+
+func (c *conn) maxPayload() int { return int(c.ln.limits().MaxPayload) }
 
 func (c *conn) handshake(tc *tls.Conn, deadline time.Time) error {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)

@@ -51,6 +51,17 @@ func newListener(s *Server, cfg config.Listener, tc *tls.Config, ln net.Listener
 
 func (l *listener) limits() *config.Limits { return &l.st.Load().cfg.Limits }
 
+// listensOn reports whether addr names this listener's socket: the address
+// it was configured with, or the one it is bound to (port 0 resolved).
+func (l *listener) listensOn(addr string) bool {
+	if addr == l.st.Load().cfg.Address {
+		return true
+	}
+	want, err := net.ResolveTCPAddr("tcp", addr)
+	bound, ok := l.ln.Addr().(*net.TCPAddr)
+	return err == nil && ok && want.Port == bound.Port && want.IP.Equal(bound.IP)
+}
+
 // serve accepts connections until the listener is closed. Like net/http, it
 // backs off on errors (running out of file descriptors) instead of spinning.
 func (l *listener) serve() {

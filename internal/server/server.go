@@ -89,7 +89,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 			return err
 		}
 		steps[i] = step{cfg: lc, tls: tc}
-		if old, ok := s.listeners[lc.Name]; ok && old.st.Load().cfg.Address == lc.Address {
+		if old, ok := s.listeners[lc.Name]; ok && old.listensOn(lc.Address) {
 			steps[i].keep = old
 			continue
 		}
