@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BINARIES := relayd relayd-client
 
-.PHONY: all build test bench fuzz lint run clean
+.PHONY: all build test bench fuzz lint run certs clean
 
 all: build
 
@@ -33,5 +33,9 @@ lint:
 run:
 	$(GO) run ./cmd/relayd
 
+# Throwaway CA, server and client certificates for examples/tls.toml and examples/mtls.toml.
+certs:
+	$(GO) run ./examples/gencerts -dir examples/certs
+
 clean:
-	rm -rf bin dist
+	rm -rf bin dist examples/certs

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -233,6 +234,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if len(f.Listener) == 0 {
 		c.Listeners = []Listener{{Name: "plain", Address: DefaultAddress, Limits: c.Limits}}
 	}
+	c.resolvePaths(filepath.Dir(name))
 	if err := c.validate(); err != nil {
 		var ve *validationError
 		if errors.As(err, &ve) {
@@ -382,6 +384,23 @@ func checkAddress(addr string) error {
 		return fmt.Errorf("invalid address %q: bad port %q", addr, port)
 	}
 	return nil
+}
+
+// resolvePaths makes relative file paths relative to the config file's
+// directory rather than to wherever relayd was started from.
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.Log.File)
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		abs(&l.TLSCert)
+		abs(&l.TLSKey)
+		abs(&l.TLSClientCA)
+	}
 }
 
 // Diff names the keys whose values differ between l and o.

@@ -109,7 +109,7 @@ idle_timeout = "5m"
 max_payload = "64KiB"
 max_connections = 100
 `
-	c, err := Parse("relayd.toml", []byte(src))
+	c, err := Parse("/etc/relayd/relayd.toml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,9 @@ max_connections = 100
 		t.Fatalf("tls limits = %+v", tls)
 	}
 	l := c.Listeners[1]
-	if !l.TLS() || l.TLSClientCA != "ca.pem" || !l.ClientIDFromCert || l.Address != "[::]:33443" {
+	// Relative paths are relative to the config file; absolute ones stay.
+	if !l.TLS() || l.TLSCert != "/etc/relayd/cert.pem" || l.TLSClientCA != "/etc/relayd/ca.pem" ||
+		!l.ClientIDFromCert || l.Address != "[::]:33443" || c.Log.File != "/var/log/relayd/relayd.log" {
 		t.Fatalf("tls listener = %+v", l)
 	}
 }
