@@ -305,7 +305,9 @@ func (c *Config) validate() error {
 		if j, dup := addrs[l.Address]; dup {
 			return invalid(lkey("address"), "listener %q: address %q is also used by listener[%d]", l.Name, l.Address, j)
 		}
-		addrs[l.Address] = i
+		if _, port, _ := net.SplitHostPort(l.Address); port != "0" { // port 0: the kernel picks a free one
+			addrs[l.Address] = i
+		}
 		switch {
 		case l.TLSKey != "" && l.TLSCert == "":
 			return invalid(lkey("tls_cert"), "listener %q: tls_key is set but tls_cert is not", l.Name)

@@ -207,6 +207,13 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 	}
 }
 
+func TestPortZeroIsNeverADuplicate(t *testing.T) {
+	src := "[[listener]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\n[[listener]]\nname = \"b\"\naddress = \"127.0.0.1:0\"\n"
+	if _, err := Parse("x.toml", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
 	if !errors.Is(err, os.ErrNotExist) {

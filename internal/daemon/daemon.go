@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/logging"
+	"github.com/relayd/relayd/internal/metrics"
 	"github.com/relayd/relayd/internal/reload"
 	"github.com/relayd/relayd/internal/server"
 )
@@ -29,16 +32,20 @@ type Daemon struct {
 	version string
 	log     *logging.Logger
 	srv     *server.Server
+	handler http.Handler // admin endpoints
 	started time.Time
 
+	ready        atomic.Bool // every listener is bound and not shutting down: /readyz
 	reloadOK     atomic.Uint64
 	reloadFailed atomic.Uint64
 	lastReloadOK atomic.Bool
 	lastReloadAt atomic.Int64 // unix nanoseconds of the last successful (re)load
 	shuttingDown atomic.Bool
-	mu           sync.Mutex     // serializes reloads and shutdown
-	cfg          *config.Config // guarded by mu; the configuration in effect
-	watcher      *reload.Watcher
+
+	mu      sync.Mutex      // serializes reloads and shutdown
+	cfg     *config.Config  // guarded by mu; the configuration in effect
+	admin   *metrics.Admin  // guarded by mu; nil when [admin] is absent
+	watcher *reload.Watcher // guarded by mu; nil when not watching
 }
 
 // Start sets up logging and binds every listener of cfg. An error means
@@ -56,10 +63,27 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 		cfg:     cfg,
 		started: time.Now(),
 	}
+	d.handler = metrics.Handler(metrics.NewRegistry(metrics.Sources{
+		Server:  d.srv.Stats,
+		Reloads: d.Reloads,
+		Version: version,
+	}), d.ready.Load)
+
+	// The admin listener comes up first, so /readyz answers 503 until
+	// every relay listener is bound.
+	if cfg.Admin != nil {
+		if d.admin, err = metrics.Listen(cfg.Admin.Address, d.handler, log.Logger); err != nil {
+			_ = log.Close()
+			return nil, err
+		}
+		log.Info("admin listener started", "address", d.admin.Addr().String())
+	}
 	if err := d.srv.Apply(cfg); err != nil {
+		d.closeAdmin(d.admin)
 		_ = log.Close()
 		return nil, err
 	}
+	d.ready.Store(true)
 	d.lastReloadOK.Store(true)
 	d.lastReloadAt.Store(time.Now().UnixNano())
 	source := d.path
@@ -72,6 +96,25 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 
 // Server returns the relay server.
 func (d *Daemon) Server() *server.Server { return d.srv }
+
+// AdminAddr returns the admin listener's address, nil when it is disabled.
+func (d *Daemon) AdminAddr() net.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.admin == nil {
+		return nil
+	}
+	return d.admin.Addr()
+}
+
+func (d *Daemon) closeAdmin(a *metrics.Admin) {
+	if a == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = a.Close(ctx)
+}
 
 // Run handles signals and config-file changes until a shutdown signal
 // arrives or ctx is done, then shuts down.
@@ -173,11 +216,46 @@ func (d *Daemon) apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	// A new admin address is bound before anything changes; the old
+	// listener is closed only once everything else has been applied.
+	admin, stale := d.admin, (*metrics.Admin)(nil)
+	if !d.adminUnchanged(cfg.Admin) {
+		stale, admin = d.admin, nil
+		if cfg.Admin != nil {
+			if admin, err = metrics.Listen(cfg.Admin.Address, d.handler, d.log.Logger); err != nil {
+				return err
+			}
+		}
+	}
 	if err := d.srv.Apply(cfg); err != nil {
+		if admin != d.admin {
+			d.closeAdmin(admin)
+		}
 		return err
 	}
 	commitLog()
+	if admin != d.admin {
+		d.closeAdmin(stale)
+		d.admin = admin
+		if admin != nil {
+			d.log.Info("admin listener started", "address", admin.Addr().String())
+		} else {
+			d.log.Info("admin listener stopped")
+		}
+	}
 	return nil
+}
+
+// adminUnchanged reports whether the running admin listener already serves next.
+func (d *Daemon) adminUnchanged(next *config.Admin) bool {
+	if d.admin == nil || next == nil {
+		return d.admin == nil && next == nil
+	}
+	return server.SameAddress(d.cfg.Admin.Address, d.admin.Addr(), next.Address)
+}
+
+func sameAdmin(a, b *config.Admin) bool {
+	return (a == nil && b == nil) || (a != nil && b != nil && *a == *b)
 }
 
 // describe lists the global settings that differ, for the reload log line;
@@ -187,7 +265,7 @@ func describe(old, new *config.Config) string {
 	if old.Log != new.Log {
 		c = append(c, "log")
 	}
-	if (old.Admin == nil) != (new.Admin == nil) || old.Admin != nil && *old.Admin != *new.Admin {
+	if !sameAdmin(old.Admin, new.Admin) {
 		c = append(c, "admin")
 	}
 	if old.Reload != new.Reload {
@@ -211,6 +289,7 @@ func (d *Daemon) Shutdown(why string) error {
 	timeout := d.cfg.Server.ShutdownTimeout.D()
 	d.mu.Unlock()
 
+	d.ready.Store(false)
 	d.log.Info("shutting down", "signal", why, "timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -218,20 +297,20 @@ func (d *Daemon) Shutdown(why string) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		d.log.Warn("shutdown timeout reached with connections still closing")
 	}
+	d.mu.Lock()
+	admin := d.admin
+	d.admin = nil
+	d.mu.Unlock()
+	if admin != nil {
+		_ = admin.Close(ctx)
+	}
 	d.log.Info("relayd stopped", "uptime", time.Since(d.started).Round(time.Second).String())
 	return d.log.Close()
 }
 
-// ReloadStats reports reload outcomes for the metrics.
-type ReloadStats struct {
-	Succeeded, Failed uint64
-	LastOK            bool
-	LastSuccess       time.Time
-}
-
 // Reloads returns the reload counters.
-func (d *Daemon) Reloads() ReloadStats {
-	return ReloadStats{
+func (d *Daemon) Reloads() metrics.ReloadStats {
+	return metrics.ReloadStats{
 		Succeeded:   d.reloadOK.Load(),
 		Failed:      d.reloadFailed.Load(),
 		LastOK:      d.lastReloadOK.Load(),

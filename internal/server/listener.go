@@ -51,15 +51,21 @@ func newListener(s *Server, cfg config.Listener, tc *tls.Config, ln net.Listener
 
 func (l *listener) limits() *config.Limits { return &l.st.Load().cfg.Limits }
 
-// listensOn reports whether addr names this listener's socket: the address
-// it was configured with, or the one it is bound to (port 0 resolved).
+// listensOn reports whether addr names this listener's socket.
 func (l *listener) listensOn(addr string) bool {
-	if addr == l.st.Load().cfg.Address {
+	return SameAddress(l.st.Load().cfg.Address, l.ln.Addr(), addr)
+}
+
+// SameAddress reports whether addr names a socket that was configured as
+// configured and is bound to bound: the same text, or the bound address
+// itself (a port 0 resolved by the kernel).
+func SameAddress(configured string, bound net.Addr, addr string) bool {
+	if addr == configured {
 		return true
 	}
 	want, err := net.ResolveTCPAddr("tcp", addr)
-	bound, ok := l.ln.Addr().(*net.TCPAddr)
-	return err == nil && ok && want.Port == bound.Port && want.IP.Equal(bound.IP)
+	b, ok := bound.(*net.TCPAddr)
+	return err == nil && ok && want.Port == b.Port && want.IP.Equal(b.IP)
 }
 
 // serve accepts connections until the listener is closed. Like net/http, it
