@@ -53,8 +53,8 @@ idle_timeout = "400ms"
 `
 
 type harness struct {
-	t    *testing.T
-	d    *Daemon
+	t     *testing.T
+	d     *Daemon
 	path  string
 	addr  string // the plain listener: long timeouts
 	short string // the short listener: login_timeout 300ms, idle_timeout 400ms
