@@ -123,10 +123,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	d.syncWatcher()
+	// Ready only now: every listener is bound and SIGHUP is handled.
+	d.notify("READY=1", d.status(""))
+	statusTick := time.NewTicker(statusInterval)
+	defer statusTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return d.Shutdown("context done")
+		case <-statusTick.C:
+			d.notify(d.status(""))
 		case <-d.changes():
 			_ = d.Reload("file change")
 		case sig := <-sigs:
@@ -175,13 +181,24 @@ func (d *Daemon) syncWatcher() {
 	}
 }
 
+// statusInterval is how often the systemd STATUS= line is refreshed.
+const statusInterval = 10 * time.Second
+
 // Reload loads the config file again and applies it all-or-nothing: if any
 // step fails, the running configuration stays exactly as it was.
 func (d *Daemon) Reload(trigger string) error {
+	d.notify("RELOADING=1", monotonicUsec())
 	err := d.reload(trigger)
 	d.syncWatcher()
+	if err != nil {
+		d.notify("READY=1", d.status("reload failed: "+oneLine(err.Error())))
+	} else {
+		d.notify("READY=1", d.status("reload succeeded"))
+	}
 	return err
 }
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
 func (d *Daemon) reload(trigger string) error {
 	d.mu.Lock()
@@ -284,6 +301,7 @@ func describe(old, new *config.Config) string {
 // shutdown_timeout for them to finish, and closes the log.
 func (d *Daemon) Shutdown(why string) error {
 	d.shuttingDown.Store(true)
+	d.notify("STOPPING=1")
 	d.syncWatcher()
 	d.mu.Lock()
 	timeout := d.cfg.Server.ShutdownTimeout.D()
