@@ -23,9 +23,10 @@ const (
 	// size are parsed and forwarded in place; larger ones go through a
 	// pooled buffer.
 	readBufferSize = 16 << 10
-	// writeChunk bounds one write call, so write_timeout measures a stalled
-	// receiver, not a large batch to a slow but moving one.
-	writeChunk = 256 << 10
+	// writeChunk bounds one write call, so that write_timeout measures a
+	// stalled receiver rather than a large batch to a slow but moving one,
+	// and so that queue space is freed as a batch goes out.
+	writeChunk = 64 << 10
 )
 
 // conn is one client connection. Its read loop (serve) parses frames and
@@ -196,7 +197,6 @@ func (c *conn) writeLoop() {
 		if b == nil {
 			continue // a stale wake-up: the previous write took these frames
 		}
-		n := len(b.B)
 		err := c.write(b.B)
 		bufpool.Put(b)
 		if err != nil {
@@ -207,10 +207,13 @@ func (c *conn) writeLoop() {
 			c.close(r, "write: "+err.Error())
 			return
 		}
-		c.out.written(n)
 	}
 }
 
+// write sends a batch in chunks, each bounded by write_timeout, and frees
+// send-queue space as the kernel accepts each chunk: a receiver that keeps
+// up has its whole send_queue for new frames while a large batch is still
+// going out.
 func (c *conn) write(b []byte) error {
 	timeout := c.ln.limits().WriteTimeout.D()
 	for len(b) > 0 {
@@ -219,6 +222,7 @@ func (c *conn) write(b []byte) error {
 		if _, err := c.nc.Write(b[:n]); err != nil {
 			return err
 		}
+		c.out.written(n)
 		b = b[n:]
 	}
 	return nil

@@ -13,13 +13,15 @@ const minBatch = 4 << 10
 // sendQueue holds the frames accepted for one connection and not yet written.
 //
 // Senders copy whole frames into one contiguous pooled buffer; the writer
-// takes the whole buffer at once and writes it with one syscall, so a burst
-// of small frames costs one write. Memory is bounded by the byte limit the
-// sender passes (send_queue), counting bytes still being written.
+// takes the whole buffer at once and writes it in as few syscalls as it
+// can, so a burst of small frames costs one write. The byte limit the
+// sender passes (send_queue) bounds the bytes not yet accepted by the
+// kernel; a connection's memory is at most that plus the batch the writer
+// is working through (itself at most send_queue).
 type sendQueue struct {
 	mu     sync.Mutex
 	buf    *bufpool.Buf  // guarded by mu; frames waiting for the writer, nil when none
-	queued int           // guarded by mu; bytes in buf plus bytes the writer holds
+	queued int           // guarded by mu; bytes in buf plus bytes the writer has yet to write
 	closed bool          // guarded by mu; no frame is accepted once set
 	wake   chan struct{} // capacity 1; signalled when buf goes from empty to non-empty
 }
@@ -61,8 +63,8 @@ func (q *sendQueue) push(frame []byte, limit int) registry.Result {
 	return registry.Delivered
 }
 
-// take hands the queued frames to the writer, which must call written once
-// they are on the wire and give the buffer back with bufpool.Put.
+// take hands the queued frames to the writer, which calls written as parts
+// of them reach the kernel and gives the buffer back with bufpool.Put.
 func (q *sendQueue) take() *bufpool.Buf {
 	q.mu.Lock()
 	b := q.buf

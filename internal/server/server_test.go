@@ -338,7 +338,7 @@ func TestSlowReceiver(t *testing.T) {
 		select {
 		case <-credit:
 		case err := <-received:
-			t.Fatalf("fast receiver: %v", err)
+			t.Fatalf("fast receiver: %v (stats %+v)", err, s.Stats())
 		}
 		if err := sender.Queue("slow", p); err != nil {
 			t.Fatal(err)
@@ -354,7 +354,7 @@ func TestSlowReceiver(t *testing.T) {
 	}
 	sendTime := time.Since(start)
 	if err := <-received; err != nil {
-		t.Fatalf("fast receiver: %v", err)
+		t.Fatalf("fast receiver: %v (stats %+v)", err, s.Stats())
 	}
 	st := s.Stats()
 	if st.Frames.Dropped[DropQueueFull] == 0 {
@@ -376,6 +376,58 @@ func TestSlowReceiver(t *testing.T) {
 		return disconnects(s, ReasonWriteTimeout) == 1
 	})
 	_ = slow
+}
+
+// A receiver that keeps up never loses a frame while the frames in flight to
+// it fit its send queue, even though the writer sends them in large batches
+// that it is still writing when the receiver has read their first frames.
+func TestReceiverKeepingUpNeverDrops(t *testing.T) {
+	const (
+		frameSize = 64 << 10
+		sendQueue = 1 << 20
+		window    = 12 // frames in flight: 3/4 of the queue
+		frames    = 2000
+	)
+	s, addr := startDefault(t, func(l *config.Limits) {
+		l.MaxPayload = frameSize
+		l.SendQueue = sendQueue
+	})
+	sender := dialClient(t, s, addr, "sender")
+	rcv := dialClient(t, s, addr, "rcv")
+	credit := make(chan struct{}, window)
+	for i := 0; i < window; i++ {
+		credit <- struct{}{}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_ = rcv.SetReadDeadline(time.Now().Add(60 * time.Second))
+		for i := uint64(0); i < frames; i++ {
+			m, err := rcv.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			if got := binary.BigEndian.Uint64(m.Payload); got != i {
+				errc <- fmt.Errorf("frame %d arrived as number %d", got, i)
+				return
+			}
+			credit <- struct{}{}
+		}
+		errc <- nil
+	}()
+	for i := uint64(0); i < frames; i++ {
+		select {
+		case <-credit:
+		case err := <-errc:
+			t.Fatalf("%v; drops %v", err, s.Stats().Frames.Dropped)
+		}
+		if err := sender.Send("rcv", seqPayload(i, frameSize)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("%v; drops %v", err, s.Stats().Frames.Dropped)
+	}
 }
 
 // Nothing a client sends disturbs another client's stream: a clean A→B
