@@ -1,10 +1,14 @@
 # relayd — common tasks. `make test` is what CI runs (.ci/run).
 GO       ?= go
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Package versions grow with every commit on main: 0.1.<commit count>.
+VERSION  ?= 0.1.$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
+ARCH     ?= $(shell $(GO) env GOARCH)
+DIST     ?= dist
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BINARIES := relayd relayd-client
+NFPM     := $(GO) tool -modfile=tools/nfpm.mod nfpm
 
-.PHONY: all build test bench fuzz lint run certs clean
+.PHONY: all build test test-package bench fuzz lint run certs package clean
 
 all: build
 
@@ -12,8 +16,10 @@ build:
 	@mkdir -p bin
 	for b in $(BINARIES); do CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$$b ./cmd/$$b || exit 1; done
 
-# The whole test suite, with the race detector.
-test:
+# The whole test suite: formatting, vet, and every test with the race
+# detector. The packaging tests (packaging/) need root, rpm, lintian and
+# systemd-container; without them they skip (.ci/run installs them).
+test: lint
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 8m ./...
 
@@ -32,6 +38,16 @@ lint:
 
 run:
 	$(GO) run ./cmd/relayd
+
+# dist/relayd_<version>_<arch>.deb and dist/relayd-<version>-1.<arch>.rpm.
+# nfpm is pinned in tools/nfpm.mod so its dependencies stay out of go.mod.
+package: build
+	@mkdir -p $(DIST)
+	printf 'relayd (%s-1) unstable; urgency=medium\n\n  * Build of commit %s.\n\n -- relayd maintainers <relayd@example.com>  %s\n' \
+		'$(VERSION)' "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+		"$$(git log -1 --format=%cD 2>/dev/null || date -R)" | gzip -9n > bin/changelog.Debian.gz
+	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package -f packaging/nfpm.yaml -p deb -t $(DIST)/
+	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package -f packaging/nfpm.yaml -p rpm -t $(DIST)/
 
 # Throwaway CA, server and client certificates for examples/tls.toml and examples/mtls.toml.
 certs:

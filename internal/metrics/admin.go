@@ -17,7 +17,9 @@ import (
 // and /readyz (200 while ready reports true, else 503).
 func Handler(reg *prometheus.Registry, ready func() bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// A collector that fails (a sandbox hiding part of /proc) must not blank
+	// the whole page: serve what could be gathered.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
