@@ -56,7 +56,13 @@ type Options struct {
 	// MaxPayload bounds the payload of a received frame; 0 means
 	// DefaultMaxPayload. A larger frame makes Recv fail.
 	MaxPayload int
+	// ReadBufferSize and WriteBufferSize size the client's buffers; 0 means
+	// 64 KiB. Small buffers suit many mostly idle clients; the read buffer
+	// is at least 1 KiB.
+	ReadBufferSize, WriteBufferSize int
 }
+
+const defaultBufferSize = 64 << 10
 
 // Message is a frame received from another client. Its slices are only
 // valid until the next call to Recv: copy them to keep them.
@@ -131,8 +137,8 @@ func New(conn net.Conn, id string, opts *Options) (*Client, error) {
 		id:     id,
 		done:   make(chan struct{}),
 		hbDone: make(chan struct{}),
-		r:      protocol.NewReader(bufio.NewReaderSize(conn, 64<<10), protocol.Fixed(maxPayload)),
-		bw:     bufio.NewWriterSize(conn, 64<<10),
+		r:      protocol.NewReader(bufio.NewReaderSize(conn, bufferSize(opts.ReadBufferSize, protocol.MinReadBuffer)), protocol.Fixed(maxPayload)),
+		bw:     bufio.NewWriterSize(conn, bufferSize(opts.WriteBufferSize, 16)),
 	}
 	if _, err := conn.Write(login); err != nil {
 		return nil, fmt.Errorf("login: %w", err)
@@ -147,6 +153,13 @@ func New(conn net.Conn, id string, opts *Options) (*Client, error) {
 		close(c.hbDone)
 	}
 	return c, nil
+}
+
+func bufferSize(n, least int) int {
+	if n <= 0 {
+		return defaultBufferSize
+	}
+	return max(n, least)
 }
 
 // ID returns the ClientID the client logged in with.

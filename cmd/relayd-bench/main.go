@@ -1,0 +1,142 @@
+// Command relayd-bench generates load against a relay and measures it.
+//
+//	relayd-bench throughput --pairs 64 --size 1024 --duration 10s [--server-pid PID]
+//	relayd-bench latency --pairs 1 --size 64 [--rate 10000]
+//	relayd-bench idle --conns 10000 --server-pid PID
+//
+// Human-readable output, with a live progress line on a terminal; --json
+// prints one JSON object instead.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relayd/relayd/internal/bench"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: relayd-bench MODE [flags]
+
+modes:
+  throughput   sender → receiver pairs flat out; frames/s and MB/s at the receivers
+  latency      ping-pong round trips, or one-way latency at a fixed --rate
+  idle         many logged-in, heart-beating connections; server memory per connection
+
+relayd-bench MODE -h lists a mode's flags.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	mode := args[0]
+	fs := flag.NewFlagSet("relayd-bench "+mode, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c bench.Common
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:33333", "relay `address`")
+	fs.IntVar(&c.ServerPID, "server-pid", 0, "the relay's `PID`, to measure its CPU and memory")
+	fs.DurationVar(&c.Warmup, "warmup", time.Second, "traffic before the measured window")
+	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "the measured window")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	pairs := fs.Int("pairs", 1, "sender/receiver pairs (throughput, latency)")
+	size := fs.Int("size", 64, "payload `bytes` (throughput, latency)")
+	window := fs.Int("window", 4<<20, "`bytes` a sender may have in flight to its receiver (throughput)")
+	rate := fs.Float64("rate", 0, "open-loop frames/s in all; 0 = closed-loop ping-pong (latency)")
+	conns := fs.Int("conns", 10000, "connections to hold (idle)")
+	heartbeat := fs.Duration("heartbeat", 30*time.Second, "heartbeat interval of idle connections (idle)")
+	parallel := fs.Int("parallel", 64, "concurrent dials (idle)")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if isTerminal(stderr) && !*asJSON {
+		c.Progress = func(line string) { fmt.Fprintf(stderr, "\r\033[K%s", line) }
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var (
+		res   any
+		err   error
+		human func() string
+	)
+	switch mode {
+	case "throughput":
+		var r *bench.ThroughputResult
+		r, err = bench.Throughput(ctx, bench.ThroughputConfig{Common: c, Pairs: *pairs, Size: *size, Window: *window})
+		res, human = r, func() string {
+			return fmt.Sprintf("throughput  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  drops=%d reordered=%d  server=%s bench=%.2f cores",
+				r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.Drops, r.Reordered, cores(r.ServerCores), r.BenchCores)
+		}
+	case "latency":
+		var r *bench.LatencyResult
+		r, err = bench.Latency(ctx, bench.LatencyConfig{Common: c, Pairs: *pairs, Size: *size, Rate: *rate})
+		res, human = r, func() string {
+			what := "round trip"
+			if r.Loop == "open" {
+				what = fmt.Sprintf("one way at %.0f/s", r.Rate)
+			}
+			return fmt.Sprintf("latency (%s)  pairs=%d size=%dB  p50=%.0fµs p99=%.0fµs p999=%.0fµs max=%.0fµs  (%d samples)",
+				what, r.Pairs, r.Size, r.P50, r.P99, r.P999, r.Max, r.Samples)
+		}
+	case "idle":
+		var r *bench.IdleResult
+		r, err = bench.Idle(ctx, bench.IdleConfig{Common: c, Conns: *conns, Heartbeat: *heartbeat, Parallel: *parallel})
+		res, human = r, func() string {
+			return fmt.Sprintf("idle  conns=%d  server RSS %.1f MiB → %.1f MiB  %.0f bytes per connection  (logged in in %.1fs)",
+				r.Conns, float64(r.ServerRSSStart)/(1<<20), float64(r.ServerRSSEnd)/(1<<20), r.BytesPerConn, r.DialSeconds)
+		}
+	default:
+		fmt.Fprintf(stderr, "relayd-bench: unknown mode %q\n\n%s", mode, usage)
+		return 2
+	}
+	if c.Progress != nil {
+		fmt.Fprint(stderr, "\r\033[K")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "relayd-bench: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		if err := enc.Encode(res); err != nil {
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintln(stdout, human())
+	return 0
+}
+
+func cores(v float64) string {
+	if v < 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f cores", v)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
