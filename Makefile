@@ -8,7 +8,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BINARIES := relayd relayd-client
 NFPM     := $(GO) tool -modfile=tools/nfpm.mod nfpm
 
-.PHONY: all build test test-package bench fuzz lint run certs package clean
+.PHONY: all build test bench bench-compare fuzz lint run certs package clean
 
 all: build
 
@@ -26,6 +26,11 @@ test: lint
 # Forwarding, reader and registry benchmarks.
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./internal/...
+
+# relayd vs nats-server v2.15.2 vs direct loopback, pinned, one run:
+# docs/benchmarks/{results.json,table.md,chart.svg}. About five minutes.
+bench-compare:
+	bench/compare.sh
 
 # Fuzz the frame reader for a while (FUZZTIME=5m for longer).
 FUZZTIME ?= 1m

@@ -56,6 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	pairs := fs.Int("pairs", 1, "sender/receiver pairs (throughput, latency)")
 	size := fs.Int("size", 64, "payload `bytes` (throughput, latency)")
 	window := fs.Int("window", 4<<20, "`bytes` a sender may have in flight to its receiver (throughput)")
+	direct := fs.Bool("direct", false, "no relay: send the same frames straight between two sockets, the ceiling (throughput)")
 	rate := fs.Float64("rate", 0, "open-loop frames/s in all; 0 = closed-loop ping-pong (latency)")
 	conns := fs.Int("conns", 10000, "connections to hold (idle)")
 	heartbeat := fs.Duration("heartbeat", 30*time.Second, "heartbeat interval of idle connections (idle)")
@@ -79,11 +80,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	)
 	switch mode {
 	case "throughput":
+		run := bench.Throughput
+		if *direct {
+			run = bench.Direct
+		}
 		var r *bench.ThroughputResult
-		r, err = bench.Throughput(ctx, bench.ThroughputConfig{Common: c, Pairs: *pairs, Size: *size, Window: *window})
+		r, err = run(ctx, bench.ThroughputConfig{Common: c, Pairs: *pairs, Size: *size, Window: *window})
 		res, human = r, func() string {
-			return fmt.Sprintf("throughput  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  drops=%d reordered=%d  server=%s bench=%.2f cores",
-				r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.Drops, r.Reordered, cores(r.ServerCores), r.BenchCores)
+			return fmt.Sprintf("%s  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  drops=%d reordered=%d  server=%s bench=%.2f cores",
+				r.Mode, r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.Drops, r.Reordered, cores(r.ServerCores), r.BenchCores)
 		}
 	case "latency":
 		var r *bench.LatencyResult

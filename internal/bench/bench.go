@@ -173,16 +173,7 @@ func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, e
 					}
 					continue
 				}
-				switch {
-				case seq == next:
-					next++
-				case seq > next:
-					st.drops.Add(seq - next)
-					next = seq + 1
-				default:
-					st.reordered.Add(1)
-				}
-				st.frames.Add(1)
+				st.count(seq, &next)
 				if st.recvBytes.Add(frameCost)%(frameCost*64) == 0 {
 					select {
 					case p.credit <- struct{}{}:
@@ -240,6 +231,11 @@ func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, e
 		}()
 	}
 
+	return measure(ctx, cfg, stats, errc, "throughput")
+}
+
+// measure counts what the receivers saw in the measured window.
+func measure(ctx context.Context, cfg ThroughputConfig, stats []pairStats, errc <-chan error, mode string) (*ThroughputResult, error) {
 	snapshot := func() (frames, drops, reord uint64) {
 		for i := range stats {
 			frames += stats[i].frames.Load()
@@ -265,7 +261,7 @@ func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, e
 	f1, d1, r1 := snapshot()
 	el := time.Since(start).Seconds()
 	res := &ThroughputResult{
-		Mode: "throughput", Pairs: cfg.Pairs, Size: cfg.Size, Seconds: el,
+		Mode: mode, Pairs: cfg.Pairs, Size: cfg.Size, Seconds: el,
 		Frames: f1 - f0, Drops: d1 - d0, Reordered: r1 - r0,
 		BenchCores: self.cores(), ServerCores: -1,
 	}
@@ -275,6 +271,20 @@ func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, e
 	res.FramesPerSec = float64(res.Frames) / el
 	res.MBPerSec = res.FramesPerSec * float64(cfg.Size) / 1e6
 	return res, nil
+}
+
+// count records one received sequence number.
+func (st *pairStats) count(seq uint64, next *uint64) {
+	switch {
+	case seq == *next:
+		*next++
+	case seq > *next:
+		st.drops.Add(seq - *next)
+		*next = seq + 1
+	default:
+		st.reordered.Add(1)
+	}
+	st.frames.Add(1)
 }
 
 func (c *Common) report(line string) {

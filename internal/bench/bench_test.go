@@ -86,3 +86,16 @@ func TestIdle(t *testing.T) {
 		t.Fatal("idle without a server PID was accepted")
 	}
 }
+
+func TestDirect(t *testing.T) {
+	r, err := Direct(context.Background(), ThroughputConfig{
+		Common: Common{Warmup: 100 * time.Millisecond, Duration: 300 * time.Millisecond},
+		Pairs:  2, Size: 1024,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Mode != "direct" || r.Frames == 0 || r.Drops != 0 || r.Reordered != 0 {
+		t.Fatalf("%+v", r)
+	}
+}

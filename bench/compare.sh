@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# make bench-compare: relayd, nats-server v2.15.2 and the direct loopback
+# ceiling measured side by side in one run, on the same shapes.
+#
+# On a 2-core machine the server is pinned to one core and the load
+# generator to the other, and every cell gets a fresh server. Results go to
+# $OUT (default docs/benchmarks): results.json, table.md and chart.svg.
+#
+#   DURATION=5s WARMUP=1s IDLE_CONNS=10000 bench/compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-docs/benchmarks}
+DURATION=${DURATION:-5s}
+WARMUP=${WARMUP:-1s}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+SERVER_CPU=${SERVER_CPU:-0}
+BENCH_CPU=${BENCH_CPU:-1}
+RELAYD_PORT=${RELAYD_PORT:-23333} # below 32768: clear of ephemeral ports
+NATS_PORT=${NATS_PORT:-24222}
+export PATH="/usr/local/go/bin:$PATH"
+
+mkdir -p "$OUT" bin
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+echo "building relayd, relayd-bench, natsbench and nats-server v2.15.2..." >&2
+go build -o bin/relayd ./cmd/relayd
+go build -o bin/relayd-bench ./cmd/relayd-bench
+(cd bench && go build -o ../bin/natsbench ./natsbench && go build -o ../bin/bench-report ./report)
+GOBIN="$PWD/bin" go install github.com/nats-io/nats-server/v2@v2.15.2
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+cat >"$work/relayd.toml" <<TOML
+[log]
+level = "warn"
+[reload]
+watch = false
+[limits]
+max_payload = "2MiB"
+send_queue = "32MiB"
+[[listener]]
+name = "bench"
+address = "127.0.0.1:$RELAYD_PORT"
+TOML
+cat >"$work/nats.conf" <<CONF
+listen: 127.0.0.1:$NATS_PORT
+max_payload: 2MB
+max_pending: 64MB
+CONF
+
+wait_port() {
+    for _ in $(seq 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+server_pid=""
+start_server() { # start_server relayd|nats
+    if [ "$1" = relayd ]; then
+        taskset -c "$SERVER_CPU" bin/relayd -c "$work/relayd.toml" 2>>"$work/relayd.log" &
+        server_pid=$!
+        wait_port "$RELAYD_PORT"
+    else
+        taskset -c "$SERVER_CPU" bin/nats-server -c "$work/nats.conf" 2>>"$work/nats.log" &
+        server_pid=$!
+        wait_port "$NATS_PORT"
+    fi
+}
+stop_server() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+}
+results="$OUT/results.json"
+: >"$results"
+record() { # record SYSTEM JSON
+    printf '{"system":"%s","result":%s}\n' "$1" "$2" >>"$results"
+}
+common="--warmup $WARMUP --duration $DURATION"
+bench() { taskset -c "$BENCH_CPU" "$@"; }
+
+for size in 64 1024 65536 1048576; do
+    for pairs in 1 64; do
+        echo "throughput: ${size} B x ${pairs} pairs" >&2
+        start_server relayd
+        record relayd "$(bench bin/relayd-bench throughput --addr "127.0.0.1:$RELAYD_PORT" --server-pid "$server_pid" \
+            --pairs "$pairs" --size "$size" $common --json)"
+        stop_server
+        start_server nats
+        record nats "$(bench bin/natsbench throughput --url "nats://127.0.0.1:$NATS_PORT" --server-pid "$server_pid" \
+            --pairs "$pairs" --size "$size" $common)"
+        stop_server
+        # The ceiling: both ends in one process, on both cores.
+        record direct "$(taskset -c "$SERVER_CPU,$BENCH_CPU" bin/relayd-bench throughput --direct \
+            --pairs "$pairs" --size "$size" $common --json)"
+    done
+done
+
+echo "latency: 64 B round trips" >&2
+start_server relayd
+record relayd "$(bench bin/relayd-bench latency --addr "127.0.0.1:$RELAYD_PORT" --pairs 1 --size 64 $common --json)"
+stop_server
+start_server nats
+record nats "$(bench bin/natsbench latency --url "nats://127.0.0.1:$NATS_PORT" --pairs 1 --size 64 $common)"
+stop_server
+
+echo "idle: $IDLE_CONNS connections" >&2
+start_server relayd
+record relayd "$(bench bin/relayd-bench idle --addr "127.0.0.1:$RELAYD_PORT" --server-pid "$server_pid" \
+    --conns "$IDLE_CONNS" --duration 3s --json)"
+stop_server
+start_server nats
+record nats "$(bench bin/natsbench idle --url "nats://127.0.0.1:$NATS_PORT" --server-pid "$server_pid" \
+    --conns "$IDLE_CONNS" --duration 3s)"
+stop_server
+
+bin/bench-report -in "$results" -table "$OUT/table.md" -chart "$OUT/chart.svg"
