@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -12,22 +11,14 @@ import (
 
 	"github.com/relayd/relayd/client"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/server"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func relay(t *testing.T, idle time.Duration) (*server.Server, string) {
-	t.Helper()
-	cfg := config.Default()
-	cfg.Listeners[0].Address = "127.0.0.1:0"
-	cfg.Listeners[0].Limits.IdleTimeout = config.Duration(idle)
-	s := server.New(slog.New(slog.DiscardHandler), nil)
-	if err := s.Apply(cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(context.Background()) })
-	return s, s.Addrs()["plain"].String()
+	return relaytest.Start(t, func(l *config.Listener) { l.Limits.IdleTimeout = config.Duration(idle) })
 }
 
 func dial(t *testing.T, addr, id string, hb time.Duration) *client.Client {

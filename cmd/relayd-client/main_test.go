@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +13,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/client"
-	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/server"
 )
 
@@ -35,16 +33,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// startRelay returns a relay and its port.
 func startRelay(t *testing.T) (*server.Server, string) {
-	t.Helper()
-	cfg := config.Default()
-	cfg.Listeners[0].Address = "127.0.0.1:0"
-	s := server.New(slog.New(slog.DiscardHandler), nil)
-	if err := s.Apply(cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(context.Background()) })
-	_, port, _ := strings.Cut(s.Addrs()["plain"].String(), "127.0.0.1:")
+	s, addr := relaytest.Start(t, nil)
+	_, port, _ := strings.Cut(addr, "127.0.0.1:")
 	return s, port
 }
 

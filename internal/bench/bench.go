@@ -95,6 +95,20 @@ type ThroughputResult struct {
 	BenchCores   float64 `json:"bench_cpu_cores"`
 }
 
+// check validates cfg and fills in the default window.
+func (cfg *ThroughputConfig) check() error {
+	if cfg.Size < 8 {
+		return errors.New("payload size must be at least 8 bytes")
+	}
+	if cfg.Pairs < 1 {
+		return errors.New("at least one pair")
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 4 << 20
+	}
+	return nil
+}
+
 type pairStats struct {
 	frames    atomic.Uint64
 	drops     atomic.Uint64
@@ -106,11 +120,8 @@ type pairStats struct {
 // pipelines up to Window bytes ahead of its receiver) and counts at the
 // receivers.
 func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, error) {
-	if cfg.Size < 8 {
-		return nil, errors.New("payload size must be at least 8 bytes")
-	}
-	if cfg.Window <= 0 {
-		cfg.Window = 4 << 20
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -2,30 +2,21 @@ package bench
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/relayd/relayd/config"
-	"github.com/relayd/relayd/internal/server"
+	"github.com/relayd/relayd/internal/relaytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func relay(t *testing.T) Common {
-	t.Helper()
-	cfg := config.Default()
-	cfg.Listeners[0].Address = "127.0.0.1:0"
-	s := server.New(slog.New(slog.DiscardHandler), nil)
-	if err := s.Apply(cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	_, addr := relaytest.Start(t, nil)
 	return Common{
-		Addr:      s.Addrs()["plain"].String(),
+		Addr:      addr,
 		ServerPID: os.Getpid(), // the relay runs in this process
 		Warmup:    100 * time.Millisecond,
 		Duration:  400 * time.Millisecond,

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -17,11 +16,8 @@ import (
 // another over loopback, with no relay in between: the ceiling a relay is
 // measured against. Both ends run in this process.
 func Direct(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, error) {
-	if cfg.Size < 8 {
-		return nil, errors.New("payload size must be at least 8 bytes")
-	}
-	if cfg.Window <= 0 {
-		cfg.Window = 4 << 20
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
