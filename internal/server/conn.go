@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,7 @@ const (
 )
 
 // conn is one client connection. Its read loop (serve) parses frames and
-// forwards them; after login, a write loop drains its send queue.
+// forwards them; a write loop runs while its send queue holds frames.
 type conn struct {
 	// Static after construction.
 	srv    *Server
@@ -53,14 +54,21 @@ type conn struct {
 	// Set once, by whoever closes the connection first.
 	closeOnce sync.Once
 	reason    atomic.Uint32 // a Reason
-	detail    string        // what went wrong, for the debug log; written before done is closed
-	done      chan struct{} // closed when the connection starts closing
+	detail    string        // what went wrong, for the debug log
 }
 
 // Deliver implements registry.Peer: it queues frame for this client, bounded
-// by the send_queue limit of the client's listener.
+// by the send_queue limit of the client's listener, and starts the write
+// goroutine if none is running.
 func (c *conn) Deliver(frame []byte) registry.Result {
-	return c.out.push(frame, int(c.ln.limits().SendQueue))
+	r, start := c.out.push(frame, int(c.ln.limits().SendQueue))
+	if start {
+		// The caller is a live connection's read loop, so the WaitGroup's
+		// count is above zero here: Add cannot race with Shutdown's Wait.
+		c.srv.wg.Add(1)
+		go c.writeLoop()
+	}
+	return r
 }
 
 // Kick implements registry.Peer.
@@ -73,7 +81,6 @@ func (c *conn) close(r Reason, detail string) {
 		c.reason.Store(uint32(r))
 		c.detail = detail
 		c.out.close()
-		close(c.done)
 		_ = c.raw.Close()
 	})
 }
@@ -169,10 +176,6 @@ func (c *conn) login(id []byte) error {
 	}
 	c.id = string(id)
 	c.loggedIn = true
-
-	c.srv.wg.Add(1)
-	go c.writeLoop()
-
 	if prev := c.srv.reg.Register(c.id, c); prev != nil {
 		prev.Kick()
 		c.srv.kicks.Add(1)
@@ -183,19 +186,20 @@ func (c *conn) login(id []byte) error {
 	return nil
 }
 
-// writeLoop writes queued frames until the connection closes. Whatever
-// accumulated while one write was on the wire goes out in the next one.
+// writeLoop writes queued frames until the queue is empty or the
+// connection fails. Whatever accumulated while one write was on the wire
+// goes out in the next one.
 func (c *conn) writeLoop() {
 	defer c.srv.wg.Done()
 	for {
-		select {
-		case <-c.done:
-			return
-		case <-c.out.wake:
-		}
-		b := c.out.take()
+		b := c.out.next(false)
 		if b == nil {
-			continue // a stale wake-up: the previous write took these frames
+			// Let the senders run once before giving up the goroutine:
+			// back-to-back bursts then reuse it instead of starting one each.
+			runtime.Gosched()
+			if b = c.out.next(true); b == nil {
+				return
+			}
 		}
 		err := c.write(b.B)
 		bufpool.Put(b)

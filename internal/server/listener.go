@@ -128,8 +128,7 @@ func (l *listener) admit(nc net.Conn) {
 		nc:     nc,
 		remote: nc.RemoteAddr(),
 		ip:     ip,
-		out:    newSendQueue(),
-		done:   make(chan struct{}),
+		out:    &sendQueue{},
 	}
 	if st.tls != nil {
 		c.nc = tls.Server(nc, st.tls)

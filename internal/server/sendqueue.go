@@ -18,32 +18,31 @@ const minBatch = 4 << 10
 // sender passes (send_queue) bounds the bytes not yet accepted by the
 // kernel; a connection's memory is at most that plus the batch the writer
 // is working through (itself at most send_queue).
+//
+// A write goroutine runs only while there is something to write: the push
+// that finds none running starts one, and it exits when the queue is
+// empty. An idle connection holds no writer and no buffer.
 type sendQueue struct {
-	mu     sync.Mutex
-	buf    *bufpool.Buf  // guarded by mu; frames waiting for the writer, nil when none
-	queued int           // guarded by mu; bytes in buf plus bytes the writer has yet to write
-	closed bool          // guarded by mu; no frame is accepted once set
-	wake   chan struct{} // capacity 1; signalled when buf goes from empty to non-empty
+	mu      sync.Mutex
+	buf     *bufpool.Buf // guarded by mu; frames waiting for the writer, nil when none
+	queued  int          // guarded by mu; bytes in buf plus bytes the writer has yet to write
+	closed  bool         // guarded by mu; no frame is accepted once set
+	writing bool         // guarded by mu; a write goroutine is running
 }
 
-func newSendQueue() *sendQueue {
-	return &sendQueue{wake: make(chan struct{}, 1)}
-}
-
-// push copies frame into the queue unless that would take it over limit bytes.
-func (q *sendQueue) push(frame []byte, limit int) registry.Result {
+// push copies frame into the queue unless that would take it over limit
+// bytes. startWriter tells the caller to start the write goroutine.
+func (q *sendQueue) push(frame []byte, limit int) (r registry.Result, startWriter bool) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.closed {
-		q.mu.Unlock()
-		return registry.Gone
+		return registry.Gone, false
 	}
 	if q.queued+len(frame) > limit {
-		q.mu.Unlock()
-		return registry.QueueFull
+		return registry.QueueFull, false
 	}
-	wasEmpty := q.buf == nil
 	switch {
-	case wasEmpty:
+	case q.buf == nil:
 		q.buf = bufpool.Get(max(len(frame), minBatch))
 	case cap(q.buf.B)-len(q.buf.B) < len(frame):
 		bigger := bufpool.Get(len(q.buf.B) + len(frame))
@@ -53,23 +52,23 @@ func (q *sendQueue) push(frame []byte, limit int) registry.Result {
 	}
 	q.buf.B = append(q.buf.B, frame...)
 	q.queued += len(frame)
-	q.mu.Unlock()
-	if wasEmpty {
-		select {
-		case q.wake <- struct{}{}:
-		default: // a wake-up is already pending
-		}
-	}
-	return registry.Delivered
+	startWriter = !q.writing
+	q.writing = true
+	return registry.Delivered, startWriter
 }
 
-// take hands the queued frames to the writer, which calls written as parts
-// of them reach the kernel and gives the buffer back with bufpool.Put.
-func (q *sendQueue) take() *bufpool.Buf {
+// next hands the writer everything queued, which it writes, reports with
+// written, and gives back with bufpool.Put. When nothing is queued (or the
+// queue is closed) it returns nil and, if stop is set, marks the writer
+// stopped: it must exit, and the next push starts a new one.
+func (q *sendQueue) next(stop bool) *bufpool.Buf {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	b := q.buf
 	q.buf = nil
-	q.mu.Unlock()
+	if b == nil && stop {
+		q.writing = false
+	}
 	return b
 }
 
