@@ -21,6 +21,7 @@ build:
 # systemd-container; without them they skip (.ci/run installs them).
 test: lint
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./...   # the comparison tools (a module of their own)
 	$(GO) test -race -count=1 -timeout 8m ./...
 
 # Forwarding, reader and registry benchmarks.
@@ -40,6 +41,7 @@ fuzz:
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 	$(GO) mod tidy -diff
+	cd bench && $(GO) mod tidy -diff
 
 run:
 	$(GO) run ./cmd/relayd
