@@ -49,6 +49,16 @@ func NewReader(br *bufio.Reader, maxPayload func() int) *Reader {
 	return &Reader{br: br, maxPayload: maxPayload}
 }
 
+// Reset switches the Reader to br, which must hold no part of a frame the
+// Reader has started; the previous frame is released first.
+func (r *Reader) Reset(br *bufio.Reader) {
+	r.Release()
+	if br.Size() < MinReadBuffer {
+		panic("protocol: bufio.Reader smaller than MinReadBuffer")
+	}
+	r.br = br
+}
+
 // Fixed returns a maxPayload function for a limit that never changes.
 func Fixed(n int) func() int { return func() int { return n } }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -30,6 +31,18 @@ const (
 	writeChunk = 64 << 10
 )
 
+var (
+	// idleAfter is how long a logged-in connection waits with nothing
+	// buffered before it gives its read buffer back to the pool and waits
+	// for the next byte without one. A variable for tests.
+	idleAfter = time.Second
+	// readers recycles read buffers between connections, so that idle
+	// connections hold none.
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	// idleParks counts connections that gave their read buffer back.
+	idleParks atomic.Uint64
+)
+
 // conn is one client connection. Its read loop (serve) parses frames and
 // forwards them; a write loop runs while its send queue holds frames.
 type conn struct {
@@ -45,11 +58,14 @@ type conn struct {
 	idFromCert bool // the login ClientID must be one of the client certificate's names
 
 	// Owned by the read loop.
-	id       string      // the logged-in ClientID; "" before login
-	loggedIn bool        //
-	sawFrame bool        // a complete frame arrived since the read deadline was last set
-	certIDs  []string    // with client_id_from_cert: the IDs the client certificate allows
-	counts   frameCounts // per-frame counters; read concurrently by Stats
+	id       string        // the logged-in ClientID; "" before login
+	loggedIn bool          //
+	sawFrame bool          // a complete frame arrived since deadline was last moved
+	deadline time.Time     // login_timeout, then last complete frame + idle_timeout
+	br       *bufio.Reader // the pooled read buffer; nil while parked
+	pending  int           // a byte read while parked, fed to br first; -1 when none
+	certIDs  []string      // with client_id_from_cert: the IDs the client certificate allows
+	counts   frameCounts   // per-frame counters; read concurrently by Stats
 
 	// Set once, by whoever closes the connection first.
 	closeOnce sync.Once
@@ -90,20 +106,34 @@ func (c *conn) close(r Reason, detail string) {
 func (c *conn) serve(accepted time.Time) {
 	defer c.finish()
 
-	lim := c.ln.limits()
-	_ = c.nc.SetReadDeadline(accepted.Add(lim.LoginTimeout.D()))
+	c.deadline = accepted.Add(c.ln.limits().LoginTimeout.D())
+	c.pending = -1
+	_ = c.nc.SetReadDeadline(c.deadline)
 	if tc, ok := c.nc.(*tls.Conn); ok {
-		if err := c.handshake(tc, accepted.Add(lim.LoginTimeout.D())); err != nil {
+		if err := c.handshake(tc, c.deadline); err != nil {
 			c.close(c.classify(err), "tls handshake: "+err.Error())
 			return
 		}
 	}
 
-	br := bufio.NewReaderSize(deadlineReader{c}, readBufferSize)
-	fr := protocol.NewReader(br, c.maxPayload)
-	defer fr.Release()
+	c.br = c.getReader()
+	fr := protocol.NewReader(c.br, c.maxPayload)
+	defer func() {
+		fr.Release()
+		if c.br != nil {
+			readers.Put(c.br)
+		}
+	}()
 	for {
 		f, err := fr.Next()
+		if errors.Is(err, errIdle) {
+			if err := c.park(); err != nil {
+				c.close(c.classify(err), err.Error())
+				return
+			}
+			fr.Reset(c.br)
+			continue
+		}
 		if err != nil {
 			c.close(c.classify(err), err.Error())
 			return
@@ -281,18 +311,65 @@ func (c *conn) finish() {
 	c.srv.wg.Done()
 }
 
+func (c *conn) getReader() *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(deadlineReader{c})
+	return br
+}
+
+// errIdle reports that a logged-in connection has waited idleAfter with
+// nothing buffered: the read loop parks it.
+var errIdle = errors.New("idle")
+
+// park gives the read buffer back to the pool and waits, without one, for
+// the next byte or the idle deadline; then it takes a buffer again.
+func (c *conn) park() error {
+	readers.Put(c.br)
+	c.br = nil
+	idleParks.Add(1)
+	var one [1]byte
+	_ = c.nc.SetReadDeadline(c.deadline)
+	n, err := c.nc.Read(one[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	c.pending = int(one[0])
+	c.br = c.getReader()
+	return nil
+}
+
 // deadlineReader sits under the bufio.Reader, so it runs once per read
-// syscall rather than once per frame. Before each read it restarts the idle
+// syscall rather than once per frame. Before each read it moves the idle
 // deadline if a complete frame arrived since it was last set: the deadline
 // thus always counts from the last complete frame, and a client trickling
-// bytes without completing frames times out.
+// bytes without completing frames times out. When nothing is buffered it
+// waits at most idleAfter, after which the connection parks (errIdle).
 type deadlineReader struct{ c *conn }
 
 func (d deadlineReader) Read(p []byte) (int, error) {
 	c := d.c
+	if c.pending >= 0 && len(p) > 0 { // the byte that woke a parked connection
+		p[0] = byte(c.pending)
+		c.pending = -1
+		return 1, nil
+	}
+	now := time.Now()
 	if c.sawFrame {
 		c.sawFrame = false
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.ln.limits().IdleTimeout.D()))
+		c.deadline = now.Add(c.ln.limits().IdleTimeout.D())
 	}
-	return c.nc.Read(p)
+	deadline := c.deadline
+	parkable := c.loggedIn && c.br.Buffered() == 0 && now.Add(idleAfter).Before(deadline)
+	if parkable {
+		deadline = now.Add(idleAfter)
+	}
+	_ = c.nc.SetReadDeadline(deadline)
+	n, err := c.nc.Read(p)
+	if parkable && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, errIdle
+	}
+	return n, err
 }

@@ -582,3 +582,47 @@ func TestShutdownClosesConnections(t *testing.T) {
 		t.Fatalf("Apply after Shutdown: %v", err)
 	}
 }
+
+// An idle logged-in connection gives its read buffer back and waits for the
+// next byte without one; frames after that arrive whole, in both
+// directions, and idle_timeout still counts from the last complete frame.
+func TestIdleConnectionsParkTheirReadBuffer(t *testing.T) {
+	old := idleAfter
+	idleAfter = 50 * time.Millisecond
+	t.Cleanup(func() { idleAfter = old })
+	const idle = 600 * time.Millisecond
+	s, addr := startDefault(t, func(l *config.Limits) { l.IdleTimeout = config.Duration(idle) })
+
+	before := idleParks.Load()
+	a := loginRaw(t, s, addr, "a")
+	b := loginRaw(t, s, addr, "b")
+	eventually(t, "both connections to park", func() bool { return idleParks.Load() >= before+2 })
+
+	for i, dir := range []struct {
+		from, to net.Conn
+		id, peer string
+	}{{a, b, "a", "b"}, {b, a, "b", "a"}} {
+		frame := transferFrame(dir.id, dir.peer, bytes.Repeat([]byte{byte(i)}, 3000))
+		mustWrite(t, dir.from, frame)
+		readExactly(t, dir.to, frame)
+	}
+	// Parked again, then a frame trickled one byte at a time: the first
+	// byte wakes the connection, the rest arrive through its new buffer.
+	parked := idleParks.Load()
+	eventually(t, "the connections to park again", func() bool { return idleParks.Load() >= parked+2 })
+	frame := transferFrame("a", "b", []byte("woken byte by byte"))
+	for _, c := range frame {
+		mustWrite(t, a, []byte{c})
+	}
+	readExactly(t, b, frame)
+
+	// A parked connection that stays silent is closed at idle_timeout.
+	start := time.Now()
+	waitClosed(t, a, 5*time.Second)
+	if el := time.Since(start); el < idle/2 || el > 3*idle {
+		t.Fatalf("closed after %v, idle_timeout is %v", el, idle)
+	}
+	if disconnects(s, ReasonIdleTimeout) == 0 {
+		t.Fatal("not counted as an idle timeout")
+	}
+}
