@@ -49,6 +49,11 @@ func NewReader(br *bufio.Reader, maxPayload func() int) *Reader {
 	return &Reader{br: br, maxPayload: maxPayload}
 }
 
+// InPayload reports whether the Reader is in the middle of a frame larger
+// than its buffer, reading the payload straight from the stream: the
+// bufio.Reader is empty then, yet a frame is under way.
+func (r *Reader) InPayload() bool { return r.large != nil }
+
 // Reset switches the Reader to br, which must hold no part of a frame the
 // Reader has started; the previous frame is released first.
 func (r *Reader) Reset(br *bufio.Reader) {

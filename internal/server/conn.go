@@ -58,14 +58,15 @@ type conn struct {
 	idFromCert bool // the login ClientID must be one of the client certificate's names
 
 	// Owned by the read loop.
-	id       string        // the logged-in ClientID; "" before login
-	loggedIn bool          //
-	sawFrame bool          // a complete frame arrived since deadline was last moved
-	deadline time.Time     // login_timeout, then last complete frame + idle_timeout
-	br       *bufio.Reader // the pooled read buffer; nil while parked
-	pending  int           // a byte read while parked, fed to br first; -1 when none
-	certIDs  []string      // with client_id_from_cert: the IDs the client certificate allows
-	counts   frameCounts   // per-frame counters; read concurrently by Stats
+	id       string           // the logged-in ClientID; "" before login
+	loggedIn bool             //
+	sawFrame bool             // a complete frame arrived since deadline was last moved
+	deadline time.Time        // login_timeout, then last complete frame + idle_timeout
+	br       *bufio.Reader    // the pooled read buffer; nil while parked
+	fr       *protocol.Reader // parses frames from br
+	pending  int              // a byte read while parked, fed to br first; -1 when none
+	certIDs  []string         // with client_id_from_cert: the IDs the client certificate allows
+	counts   frameCounts      // per-frame counters; read concurrently by Stats
 
 	// Set once, by whoever closes the connection first.
 	closeOnce sync.Once
@@ -118,6 +119,7 @@ func (c *conn) serve(accepted time.Time) {
 
 	c.br = c.getReader()
 	fr := protocol.NewReader(c.br, c.maxPayload)
+	c.fr = fr
 	defer func() {
 		fr.Release()
 		if c.br != nil {
@@ -362,7 +364,9 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		c.deadline = now.Add(c.ln.limits().IdleTimeout.D())
 	}
 	deadline := c.deadline
-	parkable := c.loggedIn && c.br.Buffered() == 0 && now.Add(idleAfter).Before(deadline)
+	// Park only between frames: nothing buffered, and not in the middle of
+	// a payload larger than the buffer (read around it).
+	parkable := c.loggedIn && c.br.Buffered() == 0 && !c.fr.InPayload() && now.Add(idleAfter).Before(deadline)
 	if parkable {
 		deadline = now.Add(idleAfter)
 	}

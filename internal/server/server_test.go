@@ -616,6 +616,14 @@ func TestIdleConnectionsParkTheirReadBuffer(t *testing.T) {
 	}
 	readExactly(t, b, frame)
 
+	// A frame larger than the read buffer, whose payload pauses longer than
+	// idleAfter midway: the connection must not park inside it.
+	big := transferFrame("a", "b", bytes.Repeat([]byte("z"), 3*readBufferSize))
+	mustWrite(t, a, big[:len(big)/2])
+	time.Sleep(4 * idleAfter) // the pause under test, not a wait for a condition
+	mustWrite(t, a, big[len(big)/2:])
+	readExactly(t, b, big)
+
 	// A parked connection that stays silent is closed at idle_timeout.
 	start := time.Now()
 	waitClosed(t, a, 5*time.Second)
