@@ -603,3 +603,32 @@ func parseLogfmt(line string) map[string]any {
 	}
 	return e
 }
+
+// Signals are handled from the first log line on: SIGTERM sent the moment
+// a listener is announced still shuts down gracefully (exit 0), never by
+// the signal's default action.
+func TestSignalRightAfterStart(t *testing.T) {
+	path := writeTemp(t, t.TempDir(), "r.toml", configText("info", false, "2m"))
+	for i := 0; i < 10; i++ {
+		cmd := exec.Command(relaydBin, "-c", path)
+		logs := &logBuffer{}
+		cmd.Stderr = logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for len(logs.find("listener started")) == 0 {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("no listener started:\n%s", logs.String())
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("run %d: %v (want a graceful exit 0)\n%s", i, err, logs.String())
+		}
+	}
+}

@@ -34,6 +34,7 @@ type Daemon struct {
 	srv     *server.Server
 	handler http.Handler // admin endpoints
 	started time.Time
+	sigs    chan os.Signal // SIGHUP, SIGTERM, SIGINT, SIGUSR1, from Start on
 
 	ready        atomic.Bool // every listener is bound and not shutting down: /readyz
 	reloadOK     atomic.Uint64
@@ -51,11 +52,17 @@ type Daemon struct {
 // Start sets up logging and binds every listener of cfg. An error means
 // nothing is left running.
 func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error) {
+	// Catch signals before anything is announced: a SIGTERM right after
+	// "relayd started" must shut down gracefully, not kill the process.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
 	log, err := logging.New(cfg.Log, stderr)
 	if err != nil {
+		signal.Stop(sigs)
 		return nil, err
 	}
 	d := &Daemon{
+		sigs:    sigs,
 		path:    cfg.File,
 		version: version,
 		log:     log,
@@ -73,12 +80,14 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 	// every relay listener is bound.
 	if cfg.Admin != nil {
 		if d.admin, err = metrics.Listen(cfg.Admin.Address, d.handler, log.Logger); err != nil {
+			signal.Stop(sigs)
 			_ = log.Close()
 			return nil, err
 		}
 		log.Info("admin listener started", "address", d.admin.Addr().String())
 	}
 	if err := d.srv.Apply(cfg); err != nil {
+		signal.Stop(sigs)
 		d.closeAdmin(d.admin)
 		_ = log.Close()
 		return nil, err
@@ -119,9 +128,6 @@ func (d *Daemon) closeAdmin(a *metrics.Admin) {
 // Run handles signals and config-file changes until a shutdown signal
 // arrives or ctx is done, then shuts down.
 func (d *Daemon) Run(ctx context.Context) error {
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
-	defer signal.Stop(sigs)
 	d.syncWatcher()
 	// Ready only now: every listener is bound and SIGHUP is handled.
 	d.notify("READY=1", d.status(""))
@@ -135,7 +141,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.notify(d.status(""))
 		case <-d.changes():
 			_ = d.Reload("file change")
-		case sig := <-sigs:
+		case sig := <-d.sigs:
 			switch sig {
 			case syscall.SIGHUP:
 				_ = d.Reload("SIGHUP")
@@ -301,6 +307,7 @@ func describe(old, new *config.Config) string {
 // shutdown_timeout for them to finish, and closes the log.
 func (d *Daemon) Shutdown(why string) error {
 	d.shuttingDown.Store(true)
+	defer signal.Stop(d.sigs)
 	d.notify("STOPPING=1")
 	d.syncWatcher()
 	d.mu.Lock()
