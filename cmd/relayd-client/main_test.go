@@ -5,10 +5,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,14 +18,8 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "relayd-client-test")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "relayd-client")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		panic(string(out))
-	}
+	var dir string
+	binary, dir = relaytest.BuildBinary("relayd-client")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -63,7 +55,7 @@ func TestLinesAreSentAndFramesPrinted(t *testing.T) {
 	// alice reads stdin from a pipe we control, so she stays up while bob answers.
 	cmd := exec.Command(binary, "--port", port, "--client-id", "alice", "--to-client-id", "bob")
 	stdin, _ := cmd.StdinPipe()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr relaytest.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -186,24 +178,6 @@ func TestUsageErrors(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "connect") {
 		t.Errorf("unreachable server: %v: %s", err, out)
 	}
-}
-
-// lockedBuffer is written by exec's copying goroutine while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestEscape(t *testing.T) {

@@ -13,26 +13,20 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/relayd/relayd/client"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/testcert"
 )
 
 var relaydBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "relayd-test")
-	if err != nil {
-		panic(err)
-	}
-	relaydBin = filepath.Join(dir, "relayd")
-	if out, err := exec.Command("go", "build", "-o", relaydBin, ".").CombinedOutput(); err != nil {
-		panic(string(out))
-	}
+	var dir string
+	relaydBin, dir = relaytest.BuildBinary("relayd")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -140,23 +134,8 @@ func (r *relayd) wait(within time.Duration) int {
 	}
 }
 
-// logBuffer collects relayd's output and parses its JSON log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// logBuffer collects relayd's output and parses its log lines.
+type logBuffer struct{ relaytest.Buffer }
 
 func (l *logBuffer) find(msg string) []map[string]any {
 	var out []map[string]any

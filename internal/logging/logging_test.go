@@ -1,17 +1,16 @@
 package logging
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/relaytest"
 )
 
 // lumberjack's mill goroutine outlives Close (natefinch/lumberjack#56).
@@ -19,22 +18,7 @@ var ignoreMill = goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, ignoreMill) }
 
-type buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+type buffer = relaytest.Buffer
 
 func logCfg(level, format, file string) config.Log {
 	c := config.Default().Log

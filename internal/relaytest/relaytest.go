@@ -4,8 +4,14 @@
 package relaytest
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,4 +40,39 @@ func Start(t testing.TB, mod func(*config.Listener)) (*server.Server, string) {
 		}
 	})
 	return s, s.Addrs()[cfg.Listeners[0].Name].String()
+}
+
+// Buffer is a bytes.Buffer that several goroutines may write while a test
+// reads it (a child process's output, a logger).
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// BuildBinary builds the main package in the current directory into a
+// temporary directory, for tests that run the real binary; call it from
+// TestMain and remove the directory afterwards.
+func BuildBinary(name string) (path, dir string) {
+	dir, err := os.MkdirTemp("", name+"-test")
+	if err != nil {
+		panic(err)
+	}
+	path = filepath.Join(dir, name)
+	if out, err := exec.Command("go", "build", "-o", path, ".").CombinedOutput(); err != nil {
+		panic(fmt.Sprintf("go build %s: %v\n%s", name, err, out))
+	}
+	return path, dir
 }
