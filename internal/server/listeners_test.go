@@ -172,9 +172,15 @@ func TestTLSRefusesOldVersions(t *testing.T) {
 	p := newPKI(t)
 	s := startServer(t, configWith(listenerCfg("tls", func(l *config.Listener) { l.TLSCert, l.TLSKey = p.cert, p.key })))
 	tc := p.clientTLS(t, "")
-	tc.MaxVersion = tls.VersionTLS11
+	// Go clients refuse TLS < 1.2 by default; allow it here so that only
+	// the server can say no.
+	tc.MinVersion, tc.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 	if _, err := dialOpts(t, s, s.Addrs()["tls"].String(), "old", &client.Options{TLS: tc}); err == nil {
 		t.Fatal("TLS 1.1 handshake succeeded")
+	}
+	tc.MaxVersion = tls.VersionTLS12 // and 1.2 is accepted
+	if _, err := dialOpts(t, s, s.Addrs()["tls"].String(), "new", &client.Options{TLS: tc}); err != nil {
+		t.Fatalf("TLS 1.2 refused: %v", err)
 	}
 }
 
