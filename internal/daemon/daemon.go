@@ -42,6 +42,7 @@ type Daemon struct {
 	lastReloadOK atomic.Bool
 	lastReloadAt atomic.Int64 // unix nanoseconds of the last successful (re)load
 	shuttingDown atomic.Bool
+	stopping     func() // tests: called as the relay starts to stop
 
 	mu      sync.Mutex      // serializes reloads and shutdown
 	cfg     *config.Config  // guarded by mu; the configuration in effect
@@ -318,6 +319,9 @@ func (d *Daemon) Shutdown(why string) error {
 	d.log.Info("shutting down", "signal", why, "timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	if d.stopping != nil {
+		d.stopping()
+	}
 	err := d.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		d.log.Warn("shutdown timeout reached with connections still closing")

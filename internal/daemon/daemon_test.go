@@ -325,16 +325,18 @@ func TestHealthEndpoints(t *testing.T) {
 	if code, _ := h.get("/readyz"); code != 200 {
 		t.Fatalf("/readyz after start = %d", code)
 	}
-	h.d.ready.Store(false) // what Shutdown does first
-	if code, _ := h.get("/readyz"); code != 503 {
-		t.Fatalf("/readyz while shutting down = %d", code)
-	}
-	if code, _ := h.get("/healthz"); code != 200 {
-		t.Fatalf("/healthz while shutting down = %d", code)
+	// Ask while a real shutdown is under way, as the relay starts to stop.
+	var ready, healthy int
+	h.d.stopping = func() {
+		ready, _ = h.get("/readyz")
+		healthy, _ = h.get("/healthz")
 	}
 	addr := h.d.AdminAddr().String()
 	if err := h.d.Shutdown("test"); err != nil {
 		t.Fatal(err)
+	}
+	if ready != 503 || healthy != 200 {
+		t.Fatalf("during shutdown: /readyz %d, /healthz %d; want 503 and 200", ready, healthy)
 	}
 	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
 		t.Fatal("admin listener still up after shutdown")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/relayd/relayd/client"
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/registry"
 )
 
 func TestForwardsWholeFrameByteForByte(t *testing.T) {
@@ -49,8 +50,10 @@ func TestHeartbeatIsNeverForwarded(t *testing.T) {
 	frame := transferFrame("alice", "bob", []byte("after the heartbeats"))
 	mustWrite(t, alice, frame)
 	readExactly(t, bob, frame) // the first bytes bob sees are this frame
-	if hb := s.Stats().Frames.Heartbeats; hb != 2 {
-		t.Fatalf("heartbeats = %d, want 2", hb)
+	st := s.Stats()
+	if st.Frames.Heartbeats != 2 || st.Frames.Dropped[DropOffline] != 0 || st.Frames.Forwarded != 1 {
+		t.Fatalf("heartbeats %d, offline drops %d, forwarded %d; want 2, 0, 1",
+			st.Frames.Heartbeats, st.Frames.Dropped[DropOffline], st.Frames.Forwarded)
 	}
 	// Nothing else arrives: not even at alice.
 	expectOpen(t, bob, 100*time.Millisecond)
@@ -86,6 +89,10 @@ func TestLastLoginWins(t *testing.T) {
 	eventually(t, "the kicked connection to be gone", func() bool {
 		return s.Stats().Disconnects[ReasonKicked] == 1
 	})
+	// Whoever still holds the kicked connection cannot queue frames for it.
+	if r := oldPeer.Deliver(transferFrame("sender", "dup", []byte("late"))); r != registry.Gone {
+		t.Fatalf("delivery to a kicked connection: %v, want Gone", r)
+	}
 
 	frame := transferFrame("sender", "dup", []byte("for the newest login"))
 	mustWrite(t, sender, frame)
