@@ -59,9 +59,9 @@ type conn struct {
 
 	// Owned by the read loop.
 	id       string           // the logged-in ClientID; "" before login
-	loggedIn bool             //
 	sawFrame bool             // a complete frame arrived since deadline was last moved
 	deadline time.Time        // login_timeout, then last complete frame + idle_timeout
+	armed    time.Time        // the read deadline last set on the socket
 	br       *bufio.Reader    // the pooled read buffer; nil while parked
 	fr       *protocol.Reader // parses frames from br
 	pending  int              // a byte read while parked, fed to br first; -1 when none
@@ -110,6 +110,7 @@ func (c *conn) serve(accepted time.Time) {
 	c.deadline = accepted.Add(c.ln.limits().LoginTimeout.D())
 	c.pending = -1
 	_ = c.nc.SetReadDeadline(c.deadline)
+	c.armed = c.deadline
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		if err := c.handshake(tc, c.deadline); err != nil {
 			c.close(c.classify(err), "tls handshake: "+err.Error())
@@ -118,22 +119,21 @@ func (c *conn) serve(accepted time.Time) {
 	}
 
 	c.br = c.getReader()
-	fr := protocol.NewReader(c.br, c.maxPayload)
-	c.fr = fr
+	c.fr = protocol.NewReader(c.br, c.maxPayload)
 	defer func() {
-		fr.Release()
+		c.fr.Release()
 		if c.br != nil {
 			readers.Put(c.br)
 		}
 	}()
 	for {
-		f, err := fr.Next()
+		f, err := c.fr.Next()
 		if errors.Is(err, errIdle) {
 			if err := c.park(); err != nil {
 				c.close(c.classify(err), err.Error())
 				return
 			}
-			fr.Reset(c.br)
+			c.fr.Reset(c.br)
 			continue
 		}
 		if err != nil {
@@ -147,6 +147,9 @@ func (c *conn) serve(accepted time.Time) {
 		}
 	}
 }
+
+// loggedIn reports whether a login has been accepted; IDs are never empty.
+func (c *conn) loggedIn() bool { return c.id != "" }
 
 func (c *conn) maxPayload() int { return int(c.ln.limits().MaxPayload) }
 
@@ -167,7 +170,7 @@ func (c *conn) handshake(tc *tls.Conn, deadline time.Time) error {
 
 // handle acts on one frame; an error is a protocol violation.
 func (c *conn) handle(f *protocol.Frame) error {
-	if !c.loggedIn {
+	if !c.loggedIn() {
 		if f.Cmd != protocol.CmdLogin {
 			return protocol.TransferBeforeLog
 		}
@@ -207,10 +210,9 @@ func (c *conn) login(id []byte) error {
 		return errIDNotInCert
 	}
 	c.id = string(id)
-	c.loggedIn = true
 	if prev := c.srv.reg.Register(c.id, c); prev != nil {
+		c.srv.kicks.Add(1) // before the kicked connection can count its disconnect
 		prev.Kick()
-		c.srv.kicks.Add(1)
 		c.srv.log.Debug("kick", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
 	}
 	c.ln.logins.Add(1)
@@ -268,7 +270,7 @@ func (c *conn) write(b []byte) error {
 func (c *conn) classify(err error) Reason {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		if c.loggedIn {
+		if c.loggedIn() {
 			return ReasonIdleTimeout
 		}
 		return ReasonLoginTimeout
@@ -294,7 +296,7 @@ func isTLSAlert(err error) bool {
 // finish tears the connection down once its read loop has returned.
 func (c *conn) finish() {
 	c.close(ReasonEOF, "") // no-op if already closed for another reason
-	if c.loggedIn {
+	if c.loggedIn() {
 		c.srv.reg.Unregister(c.id, c)
 	}
 	r := Reason(c.reason.Load())
@@ -302,7 +304,7 @@ func (c *conn) finish() {
 	c.srv.disconnects[r].Add(1)
 	if c.srv.log.Enabled(context.Background(), slog.LevelDebug) {
 		attrs := []any{"listener", c.ln.name, "remote", c.remote.String(), "reason", r.String()}
-		if c.loggedIn {
+		if c.loggedIn() {
 			attrs = append(attrs, "client_id", c.id)
 		}
 		if c.detail != "" && r != ReasonEOF {
@@ -331,6 +333,7 @@ func (c *conn) park() error {
 	idleParks.Add(1)
 	var one [1]byte
 	_ = c.nc.SetReadDeadline(c.deadline)
+	c.armed = c.deadline
 	n, err := c.nc.Read(one[:])
 	if n == 0 {
 		if err == nil {
@@ -366,11 +369,14 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 	deadline := c.deadline
 	// Park only between frames: nothing buffered, and not in the middle of
 	// a payload larger than the buffer (read around it).
-	parkable := c.loggedIn && c.br.Buffered() == 0 && !c.fr.InPayload() && now.Add(idleAfter).Before(deadline)
+	parkable := c.loggedIn() && c.br.Buffered() == 0 && !c.fr.InPayload() && now.Add(idleAfter).Before(deadline)
 	if parkable {
 		deadline = now.Add(idleAfter)
 	}
-	_ = c.nc.SetReadDeadline(deadline)
+	if deadline != c.armed { // a timer update costs; most reads mid-payload need none
+		_ = c.nc.SetReadDeadline(deadline)
+		c.armed = deadline
+	}
 	n, err := c.nc.Read(p)
 	if parkable && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 		return 0, errIdle

@@ -100,8 +100,8 @@ func (l *listener) admit(nc net.Conn) {
 	now := time.Now()
 	st := l.st.Load()
 	var ip netip.Addr
-	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
-		ip = ap.Addr().Unmap()
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		ip = ta.AddrPort().Addr().Unmap()
 	}
 
 	l.mu.Lock()
