@@ -206,7 +206,8 @@ func expectOpen(t *testing.T, c net.Conn, d time.Duration) {
 
 func disconnects(s *Server, r Reason) uint64 { return s.Stats().Disconnects[r] }
 
-// syncBuffer collects log output from several goroutines.
+// syncBuffer collects log output from several goroutines. (relaytest.Buffer
+// is the same, but relaytest imports this package.)
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
