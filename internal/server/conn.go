@@ -21,9 +21,12 @@ import (
 )
 
 const (
-	// readBufferSize is the per-connection read buffer. Frames up to this
-	// size are parsed and forwarded in place; larger ones go through a
-	// pooled buffer.
+	// smallReadBuffer is the read buffer a connection starts with and gets
+	// back after parking: enough for a login, heartbeats and sparse frames.
+	smallReadBuffer = protocol.MinReadBuffer
+	// readBufferSize is the read buffer of a busy connection: one whose
+	// reads fill the small buffer. Frames up to this size are parsed and
+	// forwarded in place; larger ones go through a pooled buffer.
 	readBufferSize = 16 << 10
 	// writeChunk bounds one write call, so that write_timeout measures a
 	// stalled receiver rather than a large batch to a slow but moving one,
@@ -36,11 +39,13 @@ var (
 	// buffered before it gives its read buffer back to the pool and waits
 	// for the next byte without one. A variable for tests.
 	idleAfter = time.Second
-	// readers recycles read buffers between connections, so that idle
-	// connections hold none.
-	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
-	// idleParks counts connections that gave their read buffer back.
-	idleParks atomic.Uint64
+	// smallReaders and readers recycle read buffers between connections,
+	// so that idle connections hold none.
+	smallReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, smallReadBuffer) }}
+	readers      = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	// idleParks counts connections that gave their read buffer back;
+	// upgrades counts those that outgrew the small one.
+	idleParks, upgrades atomic.Uint64
 )
 
 // conn is one client connection. Its read loop (serve) parses frames and
@@ -64,7 +69,10 @@ type conn struct {
 	armed    time.Time        // the read deadline last set on the socket
 	br       *bufio.Reader    // the pooled read buffer; nil while parked
 	fr       *protocol.Reader // parses frames from br
+	drain    *bufio.Reader    // the small buffer br replaced, fed to br first; nil when none
+	grow     bool             // a read filled the small buffer: switch to a large one
 	pending  int              // a byte read while parked, fed to br first; -1 when none
+	one      [1]byte          // what a parked connection reads into
 	certIDs  []string         // with client_id_from_cert: the IDs the client certificate allows
 	counts   frameCounts      // per-frame counters; read concurrently by Stats
 
@@ -102,11 +110,9 @@ func (c *conn) close(r Reason, detail string) {
 	})
 }
 
-// serve is the connection's read loop. It runs on its own goroutine and
-// tears the connection down when it returns.
+// serve runs on the connection's first goroutine: it sets the login
+// deadline, completes the TLS handshake and starts the read loop.
 func (c *conn) serve(accepted time.Time) {
-	defer c.finish()
-
 	c.deadline = accepted.Add(c.ln.limits().LoginTimeout.D())
 	c.pending = -1
 	_ = c.nc.SetReadDeadline(c.deadline)
@@ -114,38 +120,84 @@ func (c *conn) serve(accepted time.Time) {
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		if err := c.handshake(tc, c.deadline); err != nil {
 			c.close(c.classify(err), "tls handshake: "+err.Error())
+			c.finish()
 			return
 		}
 	}
-
-	c.br = c.getReader()
+	c.br = c.getReader(&smallReaders)
 	c.fr = protocol.NewReader(c.br, c.maxPayload)
-	defer func() {
-		c.fr.Release()
-		if c.br != nil {
-			readers.Put(c.br)
-		}
-	}()
+	c.loop()
+}
+
+// loop is the connection's read loop. It returns when the connection ends,
+// after tearing it down, or when it goes idle: then a new goroutine waits
+// for the next byte without a read buffer (park). The goroutine that ran
+// the loop exits, and its stack, grown while frames flowed, goes with it.
+func (c *conn) loop() {
+	err := c.readFrames()
+	if c.drain != nil {
+		smallReaders.Put(c.drain)
+		c.drain = nil
+	}
+	if errors.Is(err, errIdle) {
+		c.putReader()
+		idleParks.Add(1)
+		go c.park()
+		return
+	}
+	c.close(c.classify(err), err.Error())
+	c.fr.Release()
+	c.putReader()
+	c.finish()
+}
+
+// readFrames reads and acts on frames until a read fails, a frame breaks
+// the protocol, or the connection goes idle (errIdle).
+func (c *conn) readFrames() error {
 	for {
 		f, err := c.fr.Next()
-		if errors.Is(err, errIdle) {
-			if err := c.park(); err != nil {
-				c.close(c.classify(err), err.Error())
-				return
-			}
-			c.fr.Reset(c.br)
-			continue
-		}
 		if err != nil {
-			c.close(c.classify(err), err.Error())
-			return
+			return err
 		}
 		c.sawFrame = true
 		if err := c.handle(&f); err != nil {
-			c.close(ReasonProtocolError, err.Error())
-			return
+			return err
+		}
+		if c.grow {
+			c.upgrade()
 		}
 	}
+}
+
+// upgrade gives a connection whose reads fill the small buffer a large one.
+// Bytes the small buffer already holds are read out of it first.
+func (c *conn) upgrade() {
+	c.grow = false
+	c.fr.Release() // the frame just handled leaves the small buffer
+	c.drain = c.br
+	c.br = c.getReader(&readers)
+	c.fr.Reset(c.br)
+	upgrades.Add(1)
+}
+
+// park waits, without a read buffer, for the next byte or the idle
+// deadline; then it takes a small buffer again and resumes the read loop.
+func (c *conn) park() {
+	_ = c.nc.SetReadDeadline(c.deadline)
+	c.armed = c.deadline
+	n, err := c.nc.Read(c.one[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		c.close(c.classify(err), err.Error())
+		c.finish()
+		return
+	}
+	c.pending = int(c.one[0])
+	c.br = c.getReader(&smallReaders)
+	c.fr.Reset(c.br)
+	c.loop()
 }
 
 // loggedIn reports whether a login has been accepted; IDs are never empty.
@@ -315,36 +367,28 @@ func (c *conn) finish() {
 	c.srv.wg.Done()
 }
 
-func (c *conn) getReader() *bufio.Reader {
-	br := readers.Get().(*bufio.Reader)
+func (c *conn) getReader(pool *sync.Pool) *bufio.Reader {
+	br := pool.Get().(*bufio.Reader)
 	br.Reset(deadlineReader{c})
 	return br
+}
+
+// putReader gives the read buffer back to its pool.
+func (c *conn) putReader() {
+	if c.br == nil {
+		return
+	}
+	if c.br.Size() == smallReadBuffer {
+		smallReaders.Put(c.br)
+	} else {
+		readers.Put(c.br)
+	}
+	c.br = nil
 }
 
 // errIdle reports that a logged-in connection has waited idleAfter with
 // nothing buffered: the read loop parks it.
 var errIdle = errors.New("idle")
-
-// park gives the read buffer back to the pool and waits, without one, for
-// the next byte or the idle deadline; then it takes a buffer again.
-func (c *conn) park() error {
-	readers.Put(c.br)
-	c.br = nil
-	idleParks.Add(1)
-	var one [1]byte
-	_ = c.nc.SetReadDeadline(c.deadline)
-	c.armed = c.deadline
-	n, err := c.nc.Read(one[:])
-	if n == 0 {
-		if err == nil {
-			err = io.ErrNoProgress
-		}
-		return err
-	}
-	c.pending = int(one[0])
-	c.br = c.getReader()
-	return nil
-}
 
 // deadlineReader sits under the bufio.Reader, so it runs once per read
 // syscall rather than once per frame. Before each read it moves the idle
@@ -360,6 +404,13 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		p[0] = byte(c.pending)
 		c.pending = -1
 		return 1, nil
+	}
+	if c.drain != nil { // what the small buffer held when the connection outgrew it
+		if c.drain.Buffered() > 0 {
+			return c.drain.Read(p)
+		}
+		smallReaders.Put(c.drain)
+		c.drain = nil
 	}
 	now := time.Now()
 	if c.sawFrame {
@@ -378,6 +429,9 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		c.armed = deadline
 	}
 	n, err := c.nc.Read(p)
+	if n == len(p) && c.br.Size() == smallReadBuffer {
+		c.grow = true
+	}
 	if parkable && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 		return 0, errIdle
 	}

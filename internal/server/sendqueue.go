@@ -8,7 +8,7 @@ import (
 )
 
 // minBatch is the smallest buffer a send queue takes from the pool.
-const minBatch = 4 << 10
+const minBatch = 512
 
 // sendQueue holds the frames accepted for one connection and not yet written.
 //
@@ -28,6 +28,7 @@ type sendQueue struct {
 	queued  int          // guarded by mu; bytes in buf plus bytes the writer has yet to write
 	closed  bool         // guarded by mu; no frame is accepted once set
 	writing bool         // guarded by mu; a write goroutine is running
+	hint    int          // guarded by mu; the size of the last batch, to size the next one
 }
 
 // push copies frame into the queue unless that would take it over limit
@@ -43,7 +44,7 @@ func (q *sendQueue) push(frame []byte, limit int) (r registry.Result, startWrite
 	}
 	switch {
 	case q.buf == nil:
-		q.buf = bufpool.Get(max(len(frame), minBatch))
+		q.buf = bufpool.Get(max(len(frame), q.hint, minBatch))
 	case cap(q.buf.B)-len(q.buf.B) < len(frame):
 		bigger := bufpool.Get(len(q.buf.B) + len(frame))
 		bigger.B = append(bigger.B, q.buf.B...)
@@ -66,6 +67,9 @@ func (q *sendQueue) next(stop bool) *bufpool.Buf {
 	defer q.mu.Unlock()
 	b := q.buf
 	q.buf = nil
+	if b != nil {
+		q.hint = len(b.B)
+	}
 	if b == nil && stop {
 		q.writing = false
 	}

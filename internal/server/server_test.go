@@ -586,6 +586,26 @@ func TestShutdownClosesConnections(t *testing.T) {
 	}
 }
 
+// A connection starts with a small read buffer and switches to a large one
+// when its reads fill it; frames the small buffer already held when it
+// switched arrive whole and in order.
+func TestBusyConnectionOutgrowsTheSmallReadBuffer(t *testing.T) {
+	s, addr := startDefault(t, nil)
+	a := loginRaw(t, s, addr, "a")
+	b := loginRaw(t, s, addr, "b")
+
+	before := upgrades.Load()
+	var burst []byte
+	for i := range 300 { // ~30 KiB in one write: the first read fills the small buffer
+		burst = append(burst, transferFrame("a", "b", []byte(fmt.Sprintf("frame %03d of the burst %s", i, bytes.Repeat([]byte("."), i%70))))...)
+	}
+	mustWrite(t, a, burst)
+	readExactly(t, b, burst)
+	if upgrades.Load() == before {
+		t.Fatal("the sender kept its small read buffer through a 30 KiB burst")
+	}
+}
+
 // An idle logged-in connection gives its read buffer back and waits for the
 // next byte without one; frames after that arrive whole, in both
 // directions, and idle_timeout still counts from the last complete frame.
