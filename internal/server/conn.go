@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/relayd/relayd/internal/bufpool"
@@ -36,9 +37,14 @@ const (
 
 var (
 	// idleAfter is how long a logged-in connection waits with nothing
-	// buffered before it gives its read buffer back to the pool and waits
-	// for the next byte without one. A variable for tests.
-	idleAfter = time.Second
+	// buffered before it gives its read buffer back to the pool and parks:
+	// waits for the next byte without a buffer, and on Linux without a
+	// goroutine. Short, because during a burst of logins the memory of the
+	// connections not yet parked is what the process keeps afterwards (the
+	// runtime returns freed stacks and buffers only after a GC, and an
+	// idle server rarely runs one); a connection that sends more often
+	// than this never parks. A variable for tests.
+	idleAfter = 100 * time.Millisecond
 	// smallReaders and readers recycle read buffers between connections,
 	// so that idle connections hold none.
 	smallReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, smallReadBuffer) }}
@@ -72,9 +78,15 @@ type conn struct {
 	drain    *bufio.Reader    // the small buffer br replaced, fed to br first; nil when none
 	grow     bool             // a read filled the small buffer: switch to a large one
 	pending  int              // a byte read while parked, fed to br first; -1 when none
-	one      [1]byte          // what a parked connection reads into
+	one      [1]byte          // what a connection parked on a goroutine reads into
 	certIDs  []string         // with client_id_from_cert: the IDs the client certificate allows
 	counts   frameCounts      // per-frame counters; read concurrently by Stats
+
+	// Parking without a goroutine (park_linux.go).
+	rawConn    syscall.RawConn // the socket's descriptor, for epoll
+	epollAdded bool            // the socket is registered with the parker's epoll
+	parkTimer  *time.Timer     // wakes the connection at its idle deadline
+	parkToken  uint64          // guarded by srv.park.mu; nonzero while parked there
 
 	// Set once, by whoever closes the connection first.
 	closeOnce sync.Once
@@ -108,6 +120,7 @@ func (c *conn) close(r Reason, detail string) {
 		c.out.close()
 		_ = c.raw.Close()
 	})
+	c.srv.park.wake(c) // a connection parked without a goroutine has none to notice
 }
 
 // serve runs on the connection's first goroutine: it sets the login
@@ -130,9 +143,11 @@ func (c *conn) serve(accepted time.Time) {
 }
 
 // loop is the connection's read loop. It returns when the connection ends,
-// after tearing it down, or when it goes idle: then a new goroutine waits
-// for the next byte without a read buffer (park). The goroutine that ran
-// the loop exits, and its stack, grown while frames flowed, goes with it.
+// after tearing it down, or when it goes idle: it then gives back its read
+// buffer and parks, with the epoll parker or on a new goroutine, either of
+// which resumes the loop on a fresh goroutine at the next byte. The
+// goroutine that ran the loop exits, and the stack it grew while frames
+// flowed goes with it.
 func (c *conn) loop() {
 	err := c.readFrames()
 	if c.drain != nil {
@@ -142,7 +157,9 @@ func (c *conn) loop() {
 	if errors.Is(err, errIdle) {
 		c.putReader()
 		idleParks.Add(1)
-		go c.park()
+		if !c.srv.park.park(c) {
+			go c.parkOnGoroutine()
+		}
 		return
 	}
 	c.close(c.classify(err), err.Error())
@@ -180,9 +197,19 @@ func (c *conn) upgrade() {
 	upgrades.Add(1)
 }
 
-// park waits, without a read buffer, for the next byte or the idle
-// deadline; then it takes a small buffer again and resumes the read loop.
-func (c *conn) park() {
+// resume restarts the read loop of a connection the parker woke up.
+func (c *conn) resume() {
+	c.parkTimer.Stop()
+	c.br = c.getReader(&smallReaders)
+	c.fr.Reset(c.br)
+	c.loop()
+}
+
+// parkOnGoroutine waits, without a read buffer, for the next byte or the
+// idle deadline; then it takes a small buffer again and resumes the read
+// loop. It is how TLS connections park, and every connection where the
+// epoll parker is not available.
+func (c *conn) parkOnGoroutine() {
 	_ = c.nc.SetReadDeadline(c.deadline)
 	c.armed = c.deadline
 	n, err := c.nc.Read(c.one[:])

@@ -30,6 +30,7 @@ type Server struct {
 	done chan struct{} // closed by Shutdown
 
 	wg          sync.WaitGroup // every goroutine the server started
+	park        parker         // waits for idle connections without a goroutine each
 	kicks       atomic.Uint64
 	disconnects [numReasons]atomic.Uint64 // indexed by Reason
 
@@ -177,6 +178,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	finished := make(chan struct{})
 	go func() {
 		s.wg.Wait()
+		s.park.stop() // every connection is gone: none can park any more
 		close(finished)
 	}()
 	select {
