@@ -22,13 +22,10 @@ import (
 )
 
 const (
-	// smallReadBuffer is the read buffer a connection starts with and gets
-	// back after parking: enough for a login, heartbeats and sparse frames.
-	smallReadBuffer = protocol.MinReadBuffer
-	// readBufferSize is the read buffer of a busy connection: one whose
-	// reads fill the small buffer. Frames up to this size are parsed and
-	// forwarded in place; larger ones go through a pooled buffer.
-	readBufferSize = 16 << 10
+	// maxReadBuffer is the read buffer of the busiest connections. Frames
+	// up to this size are parsed and forwarded in place; larger ones go
+	// through a pooled buffer.
+	maxReadBuffer = 64 << 10
 	// writeChunk bounds one write call, so that write_timeout measures a
 	// stalled receiver rather than a large batch to a slow but moving one,
 	// and so that queue space is freed as a batch goes out.
@@ -45,12 +42,16 @@ var (
 	// idle server rarely runs one); a connection that sends more often
 	// than this never parks. A variable for tests.
 	idleAfter = 100 * time.Millisecond
-	// smallReaders and readers recycle read buffers between connections,
-	// so that idle connections hold none.
-	smallReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, smallReadBuffer) }}
-	readers      = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	// readBufferSizes are the read buffers a connection moves through. It
+	// starts with the first, enough for a login, heartbeats and sparse
+	// frames; a read that fills its buffer moves it to the next one at the
+	// next frame boundary; parking gives the buffer back. Only connections
+	// that keep data waiting hold a large one, and a stream of small frames
+	// costs one read per 64 KiB.
+	readBufferSizes = [...]int{protocol.MinReadBuffer, 16 << 10, maxReadBuffer}
+	readerPools     [len(readBufferSizes)]sync.Pool
 	// idleParks counts connections that gave their read buffer back;
-	// upgrades counts those that outgrew the small one.
+	// upgrades counts moves to a larger one.
 	idleParks, upgrades atomic.Uint64
 )
 
@@ -75,8 +76,8 @@ type conn struct {
 	armed    time.Time        // the read deadline last set on the socket
 	br       *bufio.Reader    // the pooled read buffer; nil while parked
 	fr       *protocol.Reader // parses frames from br
-	drain    *bufio.Reader    // the small buffer br replaced, fed to br first; nil when none
-	grow     bool             // a read filled the small buffer: switch to a large one
+	drain    *bufio.Reader    // the buffer br replaced, fed to br first; nil when none
+	grow     bool             // a read filled br: move to the next larger buffer
 	pending  int              // a byte read while parked, fed to br first; -1 when none
 	one      [1]byte          // what a connection parked on a goroutine reads into
 	certIDs  []string         // with client_id_from_cert: the IDs the client certificate allows
@@ -137,7 +138,7 @@ func (c *conn) serve(accepted time.Time) {
 			return
 		}
 	}
-	c.br = c.getReader(&smallReaders)
+	c.br = c.getReader(0)
 	c.fr = protocol.NewReader(c.br, c.maxPayload)
 	c.loop()
 }
@@ -151,7 +152,7 @@ func (c *conn) serve(accepted time.Time) {
 func (c *conn) loop() {
 	err := c.readFrames()
 	if c.drain != nil {
-		smallReaders.Put(c.drain)
+		putReader(c.drain)
 		c.drain = nil
 	}
 	if errors.Is(err, errIdle) {
@@ -186,13 +187,13 @@ func (c *conn) readFrames() error {
 	}
 }
 
-// upgrade gives a connection whose reads fill the small buffer a large one.
-// Bytes the small buffer already holds are read out of it first.
+// upgrade moves a connection whose reads fill its buffer to the next larger
+// one. Bytes the old buffer already holds are read out of it first.
 func (c *conn) upgrade() {
 	c.grow = false
-	c.fr.Release() // the frame just handled leaves the small buffer
+	c.fr.Release() // the frame just handled leaves the old buffer
 	c.drain = c.br
-	c.br = c.getReader(&readers)
+	c.br = c.getReader(readerTier(c.br) + 1)
 	c.fr.Reset(c.br)
 	upgrades.Add(1)
 }
@@ -200,7 +201,7 @@ func (c *conn) upgrade() {
 // resume restarts the read loop of a connection the parker woke up.
 func (c *conn) resume() {
 	c.parkTimer.Stop()
-	c.br = c.getReader(&smallReaders)
+	c.br = c.getReader(0)
 	c.fr.Reset(c.br)
 	c.loop()
 }
@@ -222,7 +223,7 @@ func (c *conn) parkOnGoroutine() {
 		return
 	}
 	c.pending = int(c.one[0])
-	c.br = c.getReader(&smallReaders)
+	c.br = c.getReader(0)
 	c.fr.Reset(c.br)
 	c.loop()
 }
@@ -394,23 +395,34 @@ func (c *conn) finish() {
 	c.srv.wg.Done()
 }
 
-func (c *conn) getReader(pool *sync.Pool) *bufio.Reader {
-	br := pool.Get().(*bufio.Reader)
+// getReader takes a pooled read buffer of readBufferSizes[tier] bytes.
+func (c *conn) getReader(tier int) *bufio.Reader {
+	br, _ := readerPools[tier].Get().(*bufio.Reader)
+	if br == nil {
+		br = bufio.NewReaderSize(nil, readBufferSizes[tier])
+	}
 	br.Reset(deadlineReader{c})
 	return br
 }
 
 // putReader gives the read buffer back to its pool.
 func (c *conn) putReader() {
-	if c.br == nil {
-		return
+	if c.br != nil {
+		putReader(c.br)
+		c.br = nil
 	}
-	if c.br.Size() == smallReadBuffer {
-		smallReaders.Put(c.br)
-	} else {
-		readers.Put(c.br)
+}
+
+func putReader(br *bufio.Reader) { readerPools[readerTier(br)].Put(br) }
+
+// readerTier is the index of br's size in readBufferSizes.
+func readerTier(br *bufio.Reader) int {
+	for i, n := range readBufferSizes {
+		if br.Size() == n {
+			return i
+		}
 	}
-	c.br = nil
+	panic("server: read buffer of a size not in readBufferSizes")
 }
 
 // errIdle reports that a logged-in connection has waited idleAfter with
@@ -432,11 +444,11 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		c.pending = -1
 		return 1, nil
 	}
-	if c.drain != nil { // what the small buffer held when the connection outgrew it
+	if c.drain != nil { // what the old buffer held when the connection outgrew it
 		if c.drain.Buffered() > 0 {
 			return c.drain.Read(p)
 		}
-		smallReaders.Put(c.drain)
+		putReader(c.drain)
 		c.drain = nil
 	}
 	now := time.Now()
@@ -456,7 +468,7 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		c.armed = deadline
 	}
 	n, err := c.nc.Read(p)
-	if n == len(p) && c.br.Size() == smallReadBuffer {
+	if n == len(p) && c.br.Size() < maxReadBuffer {
 		c.grow = true
 	}
 	if parkable && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {

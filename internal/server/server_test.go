@@ -586,9 +586,9 @@ func TestShutdownClosesConnections(t *testing.T) {
 	}
 }
 
-// A connection starts with a small read buffer and switches to a large one
-// when its reads fill it; frames the small buffer already held when it
-// switched arrive whole and in order.
+// A connection starts with a small read buffer and moves to larger ones
+// when its reads fill it; frames the old buffer still held when it moved
+// arrive whole and in order.
 func TestBusyConnectionOutgrowsTheSmallReadBuffer(t *testing.T) {
 	s, addr := startDefault(t, nil)
 	a := loginRaw(t, s, addr, "a")
@@ -596,13 +596,13 @@ func TestBusyConnectionOutgrowsTheSmallReadBuffer(t *testing.T) {
 
 	before := upgrades.Load()
 	var burst []byte
-	for i := range 300 { // ~30 KiB in one write: the first read fills the small buffer
+	for i := range 1000 { // ~90 KiB in one write: it fills the 1 KiB buffer, then the 16 KiB one
 		burst = append(burst, transferFrame("a", "b", []byte(fmt.Sprintf("frame %03d of the burst %s", i, bytes.Repeat([]byte("."), i%70))))...)
 	}
 	mustWrite(t, a, burst)
 	readExactly(t, b, burst)
-	if upgrades.Load() == before {
-		t.Fatal("the sender kept its small read buffer through a 30 KiB burst")
+	if n := upgrades.Load() - before; n != 2 {
+		t.Fatalf("%d moves to a larger read buffer during a 90 KiB burst, want 2 (1 KiB -> 16 KiB -> 64 KiB)", n)
 	}
 }
 
@@ -641,7 +641,7 @@ func TestIdleConnectionsParkTheirReadBuffer(t *testing.T) {
 
 	// A frame larger than the read buffer, whose payload pauses longer than
 	// idleAfter midway: the connection must not park inside it.
-	big := transferFrame("a", "b", bytes.Repeat([]byte("z"), 3*readBufferSize))
+	big := transferFrame("a", "b", bytes.Repeat([]byte("z"), 3*maxReadBuffer))
 	mustWrite(t, a, big[:len(big)/2])
 	time.Sleep(4 * idleAfter) // the pause under test, not a wait for a condition
 	mustWrite(t, a, big[len(big)/2:])
