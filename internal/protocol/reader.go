@@ -139,6 +139,7 @@ func (r *Reader) Next() (Frame, error) {
 		b = append(r.large.B[:0], b[:head]...)
 		b = b[:total]
 		_, _ = r.br.Discard(head) // already buffered: cannot fail
+		r.large.B = b
 		if _, err := io.ReadFull(r.br, b[head:]); err != nil {
 			return f, unexpected(err)
 		}
@@ -149,6 +150,15 @@ func (r *Reader) Next() (Frame, error) {
 	f.Payload = b[head:]
 	return f, nil
 }
+
+// Large returns the pooled buffer that holds the last frame, exactly, when
+// the frame did not fit the read buffer; nil otherwise.
+func (r *Reader) Large() *bufpool.Buf { return r.large }
+
+// Disown makes the caller the owner of the buffer Large returned: the
+// Reader no longer gives it back, and the last frame's slices are the
+// caller's to keep or recycle.
+func (r *Reader) Disown() { r.large = nil }
 
 // Release gives back the buffer of the last frame. Next calls it; call it
 // directly to drop a large frame's memory before waiting for the next one.

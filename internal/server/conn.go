@@ -95,18 +95,31 @@ type conn struct {
 	detail    string        // what went wrong, for the debug log
 }
 
-// Deliver implements registry.Peer: it queues frame for this client, bounded
-// by the send_queue limit of the client's listener, and starts the write
-// goroutine if none is running.
+// Deliver implements registry.Peer: it queues a copy of frame for this
+// client, bounded by the send_queue limit of the client's listener, and
+// starts the write goroutine if none is running.
 func (c *conn) Deliver(frame []byte) registry.Result {
 	r, start := c.out.push(frame, int(c.ln.limits().SendQueue))
+	c.startWriter(start)
+	return r
+}
+
+// deliverBuf is Deliver for a frame in a pooled buffer of its own, which
+// the queue takes over instead of copying; on any result but Delivered the
+// caller keeps it.
+func (c *conn) deliverBuf(b *bufpool.Buf) registry.Result {
+	r, start := c.out.pushBuf(b, int(c.ln.limits().SendQueue))
+	c.startWriter(start)
+	return r
+}
+
+func (c *conn) startWriter(start bool) {
 	if start {
 		// The caller is a live connection's read loop, so the WaitGroup's
 		// count is above zero here: Add cannot race with Shutdown's Wait.
 		c.srv.wg.Add(1)
 		go c.writeLoop()
 	}
-	return r
 }
 
 // Kick implements registry.Peer.
@@ -271,10 +284,21 @@ func (c *conn) handle(f *protocol.Frame) error {
 		c.counts.dropped[DropOffline].add(1)
 		return nil
 	}
-	switch peer.Deliver(f.Raw) {
+	n := uint64(len(f.Payload))
+	var r registry.Result
+	if local, ok := peer.(*conn); ok && c.fr.Large() != nil {
+		// A frame too large for the read buffer has a pooled buffer of its
+		// own: hand it over rather than copy it. f is not used after this.
+		if r = local.deliverBuf(c.fr.Large()); r == registry.Delivered {
+			c.fr.Disown()
+		}
+	} else {
+		r = peer.Deliver(f.Raw)
+	}
+	switch r {
 	case registry.Delivered:
 		c.counts.forwarded.add(1)
-		c.counts.bytes.add(uint64(len(f.Payload)))
+		c.counts.bytes.add(n)
 	case registry.QueueFull:
 		c.counts.dropped[DropQueueFull].add(1)
 	case registry.Gone:
@@ -305,18 +329,26 @@ func (c *conn) login(id []byte) error {
 // goes out in the next one.
 func (c *conn) writeLoop() {
 	defer c.srv.wg.Done()
+	var spare [8]*bufpool.Buf
+	bufs := spare[:0]
 	for {
-		b := c.out.next(false)
-		if b == nil {
+		bufs = c.out.next(bufs[:0], false)
+		if len(bufs) == 0 {
 			// Let the senders run once before giving up the goroutine:
 			// back-to-back bursts then reuse it instead of starting one each.
 			runtime.Gosched()
-			if b = c.out.next(true); b == nil {
+			if bufs = c.out.next(bufs, true); len(bufs) == 0 {
 				return
 			}
 		}
-		err := c.write(b.B)
-		bufpool.Put(b)
+		var err error
+		for i, b := range bufs {
+			if err == nil {
+				err = c.write(b.B)
+			}
+			bufpool.Put(b)
+			bufs[i] = nil
+		}
 		if err != nil {
 			r := ReasonEOF
 			if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -224,3 +224,21 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// readFrame reads one whole transfer frame, header to payload, exactly as
+// it came.
+func readFrame(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	read := func(f []byte, n int) []byte {
+		t.Helper()
+		f = append(f, make([]byte, n)...)
+		if _, err := io.ReadFull(c, f[len(f)-n:]); err != nil {
+			t.Fatalf("reading a frame: %v", err)
+		}
+		return f
+	}
+	f := read(nil, protocol.HeaderLen+1)
+	f = read(f, int(f[len(f)-1])+1) // FromClientID, ToClientIDLen
+	f = read(f, int(f[len(f)-1])+4) // ToClientID, PayloadLen
+	return read(f, int(binary.BigEndian.Uint32(f[len(f)-4:])))
+}
