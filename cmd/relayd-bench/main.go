@@ -20,8 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/relayd/relayd/internal/bench"
 )
 
@@ -137,11 +135,13 @@ func cores(v float64) string {
 	return fmt.Sprintf("%.2f cores", v)
 }
 
+// isTerminal reports whether w is a character device: a terminal (or
+// /dev/null, where a progress line does no harm). Portable, unlike TCGETS.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
