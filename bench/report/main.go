@@ -11,6 +11,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"sort"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -28,6 +29,7 @@ type result struct {
 	Drops        uint64  `json:"drops"`
 	Reordered    uint64  `json:"reordered"`
 	ServerCores  float64 `json:"server_cpu_cores"`
+	BenchCores   float64 `json:"bench_cpu_cores"`
 	P50          float64 `json:"p50_us"`
 	P99          float64 `json:"p99_us"`
 	P999         float64 `json:"p999_us"`
@@ -56,6 +58,7 @@ func main() {
 	tp := map[cell]map[string]result{}
 	var order []cell
 	other := map[string]map[string]result{} // mode → system → result
+	latency := map[string][]result{}        // system → every latency round
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var l line
@@ -72,6 +75,10 @@ func main() {
 			tp[c][l.System] = r
 			continue
 		}
+		if r.Mode == "latency" {
+			latency[l.System] = append(latency[l.System], r)
+			continue
+		}
 		if other[r.Mode] == nil {
 			other[r.Mode] = map[string]result{}
 		}
@@ -79,20 +86,20 @@ func main() {
 	}
 
 	var b strings.Builder
-	fmt.Fprintln(&b, "| payload × pairs | relayd frames/s | relayd MB/s | nats frames/s | direct frames/s | relayd/nats | relayd/direct | relayd drops/reordered | relayd server CPU |")
-	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(&b, "| payload × pairs | relayd frames/s | relayd MB/s | nats frames/s | direct frames/s | relayd/nats | relayd/direct | relayd drops/reordered | relayd server CPU | its load generator's CPU |")
+	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, c := range order {
 		r, n, d := tp[c]["relayd"], tp[c]["nats"], tp[c]["direct"]
-		fmt.Fprintf(&b, "| %s × %d | %s | %.0f | %s | %s | %s | %s | %d / %d | %.2f cores |\n",
+		fmt.Fprintf(&b, "| %s × %d | %s | %.0f | %s | %s | %s | %s | %d / %d | %.2f cores | %.2f cores |\n",
 			size(c.size), c.pairs, num(r.FramesPerSec), r.MBPerSec, num(n.FramesPerSec), num(d.FramesPerSec),
-			ratio(r.FramesPerSec, n.FramesPerSec), ratio(r.FramesPerSec, d.FramesPerSec), r.Drops, r.Reordered, r.ServerCores)
+			ratio(r.FramesPerSec, n.FramesPerSec), ratio(r.FramesPerSec, d.FramesPerSec), r.Drops, r.Reordered, r.ServerCores, r.BenchCores)
 	}
-	if l := other["latency"]; l != nil {
-		r, n := l["relayd"], l["nats"]
-		fmt.Fprintf(&b, "\n| 64 B round trip | p50 | p99 | p999 |\n|---|---:|---:|---:|\n")
-		fmt.Fprintf(&b, "| relayd | %.0f µs | %.0f µs | %.0f µs |\n", r.P50, r.P99, r.P999)
-		fmt.Fprintf(&b, "| nats-server | %.0f µs | %.0f µs | %.0f µs |\n", n.P50, n.P99, n.P999)
-		fmt.Fprintf(&b, "| relayd/nats | %s | %s | %s |\n", ratio(r.P50, n.P50), ratio(r.P99, n.P99), ratio(r.P999, n.P999))
+	if rs, ns := latency["relayd"], latency["nats"]; len(rs) > 0 && len(ns) > 0 {
+		r, n := medians(rs), medians(ns)
+		fmt.Fprintf(&b, "\n| 64 B round trip (median of %d rounds) | p50 | p99 | p999 | p50 of each round |\n|---|---:|---:|---:|---|\n", len(rs))
+		fmt.Fprintf(&b, "| relayd | %.0f µs | %.0f µs | %.0f µs | %s |\n", r.P50, r.P99, r.P999, p50s(rs))
+		fmt.Fprintf(&b, "| nats-server | %.0f µs | %.0f µs | %.0f µs | %s |\n", n.P50, n.P99, n.P999, p50s(ns))
+		fmt.Fprintf(&b, "| relayd/nats | %s | %s | %s | |\n", ratio(r.P50, n.P50), ratio(r.P99, n.P99), ratio(r.P999, n.P999))
 	}
 	if l := other["idle"]; l != nil {
 		r, n := l["relayd"], l["nats"]
@@ -110,6 +117,34 @@ func main() {
 			log.Fatal(err)
 		}
 	}
+}
+
+// medians returns the median of each latency percentile over rounds.
+func medians(rounds []result) result {
+	median := func(get func(result) float64) float64 {
+		v := make([]float64, len(rounds))
+		for i, r := range rounds {
+			v[i] = get(r)
+		}
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return result{
+		P50:  median(func(r result) float64 { return r.P50 }),
+		P99:  median(func(r result) float64 { return r.P99 }),
+		P999: median(func(r result) float64 { return r.P999 }),
+	}
+}
+
+func p50s(rounds []result) string {
+	s := make([]string, len(rounds))
+	for i, r := range rounds {
+		s[i] = fmt.Sprintf("%.0f", r.P50)
+	}
+	return strings.Join(s, ", ") + " µs"
 }
 
 // chart draws relayd's and nats-server's frames/s as a fraction of the
