@@ -81,6 +81,7 @@ type conn struct {
 	pending  int              // a byte read while parked, fed to br first; -1 when none
 	one      [1]byte          // what a connection parked on a goroutine reads into
 	certIDs  []string         // with client_id_from_cert: the IDs the client certificate allows
+	lastPeer *conn            // the receiver of the last frame forwarded, if local
 	counts   frameCounts      // per-frame counters; read concurrently by Stats
 
 	// Parking without a goroutine (park_linux.go).
@@ -279,23 +280,8 @@ func (c *conn) handle(f *protocol.Frame) error {
 		c.counts.heartbeats.add(1)
 		return nil
 	}
-	peer, ok := c.srv.reg.Lookup(f.To)
-	if !ok {
-		c.counts.dropped[DropOffline].add(1)
-		return nil
-	}
-	n := uint64(len(f.Payload))
-	var r registry.Result
-	if local, ok := peer.(*conn); ok && c.fr.Large() != nil {
-		// A frame too large for the read buffer has a pooled buffer of its
-		// own: hand it over rather than copy it. f is not used after this.
-		if r = local.deliverBuf(c.fr.Large()); r == registry.Delivered {
-			c.fr.Disown()
-		}
-	} else {
-		r = peer.Deliver(f.Raw)
-	}
-	switch r {
+	n := uint64(len(f.Payload)) // f is not used after forward
+	switch c.forward(f) {
 	case registry.Delivered:
 		c.counts.forwarded.add(1)
 		c.counts.bytes.add(n)
@@ -305,6 +291,43 @@ func (c *conn) handle(f *protocol.Frame) error {
 		c.counts.dropped[DropOffline].add(1)
 	}
 	return nil
+}
+
+// forward delivers a transfer frame to its receiver; Gone when there is
+// none. The receiver of the previous frame is remembered, so that a stream
+// to one receiver looks the registry up once: a remembered receiver that
+// has been kicked or has closed refuses the frame (its queue is closed
+// before anything else happens to it), and the ID is looked up again.
+func (c *conn) forward(f *protocol.Frame) registry.Result {
+	if p := c.lastPeer; p != nil && p.id == string(f.To) {
+		if r := c.deliverTo(p, f); r != registry.Gone {
+			return r
+		}
+		c.lastPeer = nil
+	}
+	peer, ok := c.srv.reg.Lookup(f.To)
+	if !ok {
+		return registry.Gone
+	}
+	if local, ok := peer.(*conn); ok {
+		c.lastPeer = local
+		return c.deliverTo(local, f)
+	}
+	return peer.Deliver(f.Raw)
+}
+
+// deliverTo queues f for p. A frame too large for the read buffer has a
+// pooled buffer of its own: it is handed over rather than copied.
+func (c *conn) deliverTo(p *conn, f *protocol.Frame) registry.Result {
+	b := c.fr.Large()
+	if b == nil {
+		return p.Deliver(f.Raw)
+	}
+	r := p.deliverBuf(b)
+	if r == registry.Delivered {
+		c.fr.Disown()
+	}
+	return r
 }
 
 var errIDNotInCert = errors.New("client ID matches neither the certificate's CN nor a SAN")

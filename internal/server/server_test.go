@@ -587,6 +587,41 @@ func TestShutdownClosesConnections(t *testing.T) {
 	}
 }
 
+// A sender remembers its last receiver; when that receiver is kicked by a
+// new login, or leaves and logs in again, the next frame reaches the new
+// connection, not the old one.
+func TestRememberedReceiverFollowsNewLogins(t *testing.T) {
+	s, addr := startDefault(t, nil)
+	a := loginRaw(t, s, addr, "a")
+	b1 := loginRaw(t, s, addr, "b")
+	frame := transferFrame("a", "b", []byte("to b"))
+	mustWrite(t, a, frame)
+	readExactly(t, b1, frame)
+
+	// Kicked: b2 logs in while b1 is still connected.
+	old, _ := s.reg.Lookup([]byte("b"))
+	b2 := dialRaw(t, addr)
+	mustWrite(t, b2, loginFrame("b"))
+	waitPeer(t, s, "b", old)
+	waitClosed(t, b1, 5*time.Second)
+	mustWrite(t, a, frame)
+	readExactly(t, b2, frame)
+
+	// Gone, then back: b2 closes, b3 logs in afterwards.
+	old, _ = s.reg.Lookup([]byte("b"))
+	b2.Close()
+	eventually(t, "b2 to be unregistered", func() bool {
+		p, ok := s.reg.Lookup([]byte("b"))
+		return !ok || p != old
+	})
+	b3 := loginRaw(t, s, addr, "b")
+	mustWrite(t, a, frame)
+	readExactly(t, b3, frame)
+	if d := s.Stats().Frames.Dropped[DropOffline]; d != 0 {
+		t.Fatalf("%d frames dropped as offline", d)
+	}
+}
+
 // Frames larger than the read buffer are handed to the receiver's queue in
 // the buffer they were read into; mixed with small frames, from one sender
 // and from two, every byte arrives in order and intact.
