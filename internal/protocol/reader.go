@@ -78,49 +78,49 @@ func (r *Reader) Next() (Frame, error) {
 	var f Frame
 
 	// Validate the header before waiting for more, so garbage is refused
-	// as soon as it arrives.
-	hdr, err := r.peek(HeaderLen, true)
+	// as soon as it arrives. b is everything buffered, usually the whole
+	// frame and more: it is parsed in place, and only waits (more) when a
+	// frame is split across reads.
+	b, err := r.ahead(HeaderLen, true)
 	if err != nil {
 		return f, err
 	}
-	if string(hdr[:4]) != Magic {
+	if string(b[:4]) != Magic {
 		return f, BadMagic
 	}
-	if hdr[4] != Version {
+	if b[4] != Version {
 		return f, BadVersion
 	}
-	f.Cmd = hdr[5]
+	f.Cmd = b[5]
 	if f.Cmd != CmdLogin && f.Cmd != CmdTransfer {
 		return f, BadCommand
 	}
-	if hdr, err = r.peek(HeaderLen+1, false); err != nil {
+	if b, err = r.more(b, HeaderLen+1); err != nil {
 		return f, err
 	}
-	idLen := int(hdr[HeaderLen])
+	idLen := int(b[HeaderLen])
 	if idLen == 0 {
 		return f, EmptyID
 	}
 
 	if f.Cmd == CmdLogin {
 		n := HeaderLen + 1 + idLen
-		b, err := r.peek(n, false)
-		if err != nil {
+		if b, err = r.more(b, n); err != nil {
 			return f, err
 		}
 		r.consume = n
-		f.Raw = b
-		f.ID = b[HeaderLen+1:]
+		f.Raw = b[:n]
+		f.ID = b[HeaderLen+1 : n]
 		return f, nil
 	}
 
 	toOff := HeaderLen + 1 + idLen // offset of ToClientIDLen
-	b, err := r.peek(toOff+1, false)
-	if err != nil {
+	if b, err = r.more(b, toOff+1); err != nil {
 		return f, err
 	}
 	toLen := int(b[toOff])
 	head := toOff + 1 + toLen + 4 // everything up to the payload
-	if b, err = r.peek(head, false); err != nil {
+	if b, err = r.more(b, head); err != nil {
 		return f, err
 	}
 	payloadLen := binary.BigEndian.Uint32(b[head-4:])
@@ -130,9 +130,10 @@ func (r *Reader) Next() (Frame, error) {
 	total := head + int(payloadLen)
 
 	if total <= r.br.Size() {
-		if b, err = r.peek(total, false); err != nil {
+		if b, err = r.more(b, total); err != nil {
 			return f, err
 		}
+		b = b[:total]
 		r.consume = total
 	} else {
 		r.large = bufpool.Get(total)
@@ -171,6 +172,28 @@ func (r *Reader) Release() {
 		bufpool.Put(r.large)
 		r.large = nil
 	}
+}
+
+// ahead returns everything buffered, waiting first until at least n bytes
+// are; see peek for first and the errors.
+func (r *Reader) ahead(n int, first bool) ([]byte, error) {
+	if r.br.Buffered() < n {
+		if _, err := r.peek(n, first); err != nil {
+			return nil, err
+		}
+	}
+	b, _ := r.br.Peek(r.br.Buffered()) // buffered already: cannot fail
+	return b, nil
+}
+
+// more returns b when it holds at least n bytes, else what ahead returns
+// after waiting for n: b is always everything buffered from the frame's
+// first byte.
+func (r *Reader) more(b []byte, n int) ([]byte, error) {
+	if len(b) >= n {
+		return b, nil
+	}
+	return r.ahead(n, false)
 }
 
 // peek returns the next n bytes without consuming them. At a frame boundary
