@@ -229,15 +229,11 @@ func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, e
 					}
 					return
 				}
+				// The write buffer goes out when it fills, and before
+				// waiting for the window: batched as a client library
+				// batches (nats.go does the same), so that the load
+				// generator is not what runs out of CPU first.
 				sent += frameCost
-				if seq%16 == 15 {
-					if err := p.snd.Flush(); err != nil {
-						if ctx.Err() == nil {
-							errc <- err
-						}
-						return
-					}
-				}
 			}
 		}()
 	}
