@@ -199,15 +199,18 @@ func (c *Client) queueLocked(to string, payload []byte) error {
 	if c.werr != nil {
 		return c.werr
 	}
-	frame, err := protocol.AppendTransfer(c.wbuf[:0], c.id, to, payload)
+	// The head goes into the write buffer; the payload is copied there only
+	// if it fits, and a large one is written from where it is.
+	head, err := protocol.AppendTransferHead(c.wbuf[:0], c.id, to, len(payload))
 	if err != nil {
 		return err
 	}
-	c.wbuf = frame[:0]
-	if len(frame) > 1<<20 {
-		c.wbuf = nil // do not keep a large scratch buffer
+	c.wbuf = head[:0]
+	if _, err := c.bw.Write(head); err != nil {
+		c.werr = c.wrap(err)
+		return c.werr
 	}
-	if _, err := c.bw.Write(frame); err != nil {
+	if _, err := c.bw.Write(payload); err != nil {
 		c.werr = c.wrap(err)
 	}
 	return c.werr

@@ -112,3 +112,46 @@ func TestMaxPayload(t *testing.T) {
 		t.Fatal("an oversized frame was returned")
 	}
 }
+
+// Payloads larger than the write buffer are written from where they are
+// (only the head is buffered); queued around small frames, every frame
+// arrives whole and in order.
+func TestLargePayloadsBetweenSmallFrames(t *testing.T) {
+	_, addr := relay(t, time.Minute)
+	a := dial(t, addr, "a", -1)
+	b := dial(t, addr, "b", -1)
+	if err := b.Send("b", []byte("probe")); err != nil { // b is registered once it comes back
+		t.Fatal(err)
+	}
+	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := b.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	var want [][]byte
+	for i := range 6 {
+		size := 10
+		if i%2 == 1 {
+			size = 300_000 + i // larger than the 64 KiB write buffer
+		}
+		p := make([]byte, size)
+		for j := range p {
+			p[j] = byte(i + j)
+		}
+		if err := a.Queue("b", p); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, p)
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range want {
+		m, err := b.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Payload) != string(w) {
+			t.Fatalf("frame %d: %d bytes, not the %d sent", i, len(m.Payload), len(w))
+		}
+	}
+}

@@ -80,22 +80,32 @@ func AppendLogin[T ID](dst []byte, id T) ([]byte, error) {
 // AppendTransfer appends a transfer frame from → to carrying payload to dst.
 // An empty to makes a heartbeat.
 func AppendTransfer[T ID](dst []byte, from, to T, payload []byte) ([]byte, error) {
+	dst, err := AppendTransferHead(dst, from, to, len(payload))
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, payload...), nil
+}
+
+// AppendTransferHead appends everything of a transfer frame that comes
+// before its payload of payloadLen bytes, for writers that send the payload
+// from where it is instead of copying it behind the head.
+func AppendTransferHead[T ID](dst []byte, from, to T, payloadLen int) ([]byte, error) {
 	if err := checkID("from client ID", from, false); err != nil {
 		return dst, err
 	}
 	if err := checkID("to client ID", to, true); err != nil {
 		return dst, err
 	}
-	if uint64(len(payload)) > 0xFFFFFFFF {
-		return dst, fmt.Errorf("payload of %d bytes does not fit a uint32 length", len(payload))
+	if payloadLen < 0 || uint64(payloadLen) > 0xFFFFFFFF {
+		return dst, fmt.Errorf("payload of %d bytes does not fit a uint32 length", payloadLen)
 	}
 	dst = appendHeader(dst, CmdTransfer)
 	dst = append(dst, byte(len(from)))
 	dst = append(dst, from...)
 	dst = append(dst, byte(len(to)))
 	dst = append(dst, to...)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(payload)))
-	return append(dst, payload...), nil
+	return binary.BigEndian.AppendUint32(dst, uint32(payloadLen)), nil
 }
 
 func appendHeader(dst []byte, cmd byte) []byte {

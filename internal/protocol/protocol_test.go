@@ -52,6 +52,13 @@ func TestEncodingIsByteExact(t *testing.T) {
 	if MaxTransferOverhead != 522 {
 		t.Fatalf("MaxTransferOverhead = %d", MaxTransferOverhead)
 	}
+	head, err := AppendTransferHead(nil, "a", "bob", 2)
+	if err != nil || !bytes.Equal(append(head, "hi"...), want) {
+		t.Fatalf("head + payload = %q, %v; want %q", append(head, "hi"...), err, want)
+	}
+	if _, err := AppendTransferHead(nil, "a", "b", -1); err == nil {
+		t.Fatal("a negative payload length was encoded")
+	}
 }
 
 func TestEncodingRejectsBadIDs(t *testing.T) {
