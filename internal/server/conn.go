@@ -55,8 +55,10 @@ var (
 	idleParks, upgrades atomic.Uint64
 )
 
-// conn is one client connection. Its read loop (serve) parses frames and
-// forwards them; a write loop runs while its send queue holds frames.
+// conn is one client connection. Its read loop (loop) parses frames and
+// forwards them, and parks while the client is silent; a write loop runs
+// while its send queue holds frames. Neither has a goroutine of its own
+// for long: an idle plain-TCP connection holds none.
 type conn struct {
 	// Static after construction.
 	srv    *Server
