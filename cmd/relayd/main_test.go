@@ -543,19 +543,20 @@ func TestPortArgument(t *testing.T) {
 	}
 }
 
-// freePort asks the kernel for a port that is free now.
+// freePort asks the kernel for a port that is free now on every address:
+// relayd PORT binds 0.0.0.0, and a port free on 127.0.0.1 alone can still
+// be held by a client socket in TIME_WAIT on another loopback address (a
+// fresh-clone CI run after a 10,000-connection benchmark hit exactly that).
+// The socket is closed at once; nothing is served on it.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := listenLoopback()
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	_, port, _ := strings.Cut(ln.Addr().String(), "127.0.0.1:")
-	return port
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
-
-func listenLoopback() (net.Listener, error) { return net.Listen("tcp4", "127.0.0.1:0") }
 
 // parseLogfmt reads one line of slog's text format into a map.
 func parseLogfmt(line string) map[string]any {
