@@ -87,10 +87,9 @@ type conn struct {
 	counts   frameCounts      // per-frame counters; read concurrently by Stats
 
 	// Parking without a goroutine (park_linux.go).
-	rawConn    syscall.RawConn // the socket's descriptor, for epoll
-	epollAdded bool            // the socket is registered with the parker's epoll
-	parkTimer  *time.Timer     // wakes the connection at its idle deadline
-	parkToken  uint64          // guarded by srv.park.mu; nonzero while parked there
+	rawConn   syscall.RawConn // the socket's descriptor, for epoll
+	parkTimer *time.Timer     // wakes the connection at its idle deadline; set at its first epoll park
+	parkToken uint64          // guarded by srv.park.mu; nonzero while parked there
 
 	// Set once, by whoever closes the connection first.
 	closeOnce sync.Once

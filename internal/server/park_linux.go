@@ -63,8 +63,11 @@ func (p *parker) park(c *conn) bool {
 		Fd:     int32(uint32(token)),
 		Pad:    int32(uint32(token >> 32)),
 	}
-	op := syscall.EPOLL_CTL_MOD // re-arm: a one-shot registration stays after it fires
-	if !c.epollAdded {
+	// A connection parked here before (it has its timer) is still
+	// registered: a one-shot registration stays after it fires, and is
+	// re-armed.
+	op := syscall.EPOLL_CTL_MOD
+	if c.parkTimer == nil {
 		op = syscall.EPOLL_CTL_ADD
 	}
 	var ctlErr error
@@ -73,7 +76,6 @@ func (p *parker) park(c *conn) bool {
 		// Closed meanwhile, most likely: let the goroutine path find out.
 		return false
 	}
-	c.epollAdded = true
 	p.conns[token] = c
 	c.parkToken = token
 	// The timer's function waits for mu, so it cannot run before park
