@@ -12,10 +12,11 @@ const minBatch = 512
 
 // sendQueue holds the frames accepted for one connection and not yet written.
 //
-// Frames wait in a list of pooled buffers. Senders copy small frames into
-// the last one while it has room, so a burst of small frames goes out in
-// one write; a frame that arrived in a pooled buffer of its own (larger
-// than the sender's read buffer) is handed over whole instead of copied.
+// Frames wait in a list of pooled buffers. Senders copy frames into the
+// last one while it has room, so a burst of small frames goes out in one
+// write; a frame that arrived in a pooled buffer of its own (larger than
+// the sender's read buffer) is handed over whole instead of copied, and
+// its buffer then takes the frames after it like any other.
 // The writer takes the whole list at once. The byte limit the sender
 // passes (send_queue) bounds the bytes not yet accepted by the kernel; a
 // connection's memory is at most that plus what the writer is working
@@ -27,7 +28,6 @@ const minBatch = 512
 type sendQueue struct {
 	mu      sync.Mutex
 	bufs    []*bufpool.Buf // guarded by mu; frames waiting for the writer, in order
-	open    bool           // guarded by mu; the last of bufs takes copied frames (it is not a handed-over frame)
 	queued  int            // guarded by mu; bytes in bufs plus bytes the writer has yet to write
 	closed  bool           // guarded by mu; no frame is accepted once set
 	writing bool           // guarded by mu; a write goroutine is running
@@ -43,13 +43,12 @@ func (q *sendQueue) push(frame []byte, limit int) (r registry.Result, startWrite
 		return r, false
 	}
 	var last *bufpool.Buf
-	if q.open {
+	if len(q.bufs) > 0 {
 		last = q.bufs[len(q.bufs)-1]
 	}
 	if last == nil || cap(last.B)-len(last.B) < len(frame) {
 		last = bufpool.Get(max(len(frame), q.hint, minBatch))
 		q.bufs = append(q.bufs, last)
-		q.open = true
 	}
 	last.B = append(last.B, frame...)
 	return registry.Delivered, q.startWriter()
@@ -64,7 +63,6 @@ func (q *sendQueue) pushBuf(b *bufpool.Buf, limit int) (r registry.Result, start
 		return r, false
 	}
 	q.bufs = append(q.bufs, b)
-	q.open = false
 	return registry.Delivered, q.startWriter()
 }
 
@@ -107,7 +105,6 @@ func (q *sendQueue) next(dst []*bufpool.Buf, stop bool) []*bufpool.Buf {
 		q.bufs[i] = nil
 	}
 	q.bufs = q.bufs[:0]
-	q.open = false
 	q.hint = min(n, writeChunk) // a larger buffer would not save a write
 	return dst
 }
@@ -128,6 +125,5 @@ func (q *sendQueue) close() {
 		q.bufs[i] = nil
 	}
 	q.bufs = q.bufs[:0]
-	q.open = false
 	q.mu.Unlock()
 }

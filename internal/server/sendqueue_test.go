@@ -9,7 +9,8 @@ import (
 )
 
 // Copied frames and handed-over buffers leave the queue in the order they
-// entered it, within the byte limit, and a closed queue takes neither.
+// entered it, within the byte limit, and a closed queue takes neither. A
+// handed-over buffer is written as it is, never copied.
 func TestSendQueueKeepsOrderAcrossHandedOverBuffers(t *testing.T) {
 	var q sendQueue
 	const limit = 1 << 20
@@ -26,11 +27,14 @@ func TestSendQueueKeepsOrderAcrossHandedOverBuffers(t *testing.T) {
 		}
 		want = append(want, s...)
 	}
+	handed := map[*bufpool.Buf]bool{}
 	pushBuf := func(s string) {
 		t.Helper()
-		if r, _ := q.pushBuf(owned(s), limit); r != registry.Delivered {
+		b := owned(s)
+		if r, _ := q.pushBuf(b, limit); r != registry.Delivered {
 			t.Fatalf("pushBuf %q: %v", s, r)
 		}
+		handed[b] = true
 		want = append(want, s...)
 	}
 
@@ -45,7 +49,11 @@ func TestSendQueueKeepsOrderAcrossHandedOverBuffers(t *testing.T) {
 	bufs := q.next(nil, false)
 	for _, b := range bufs {
 		got = append(got, b.B...)
+		delete(handed, b)
 		bufpool.Put(b)
+	}
+	if len(handed) != 0 {
+		t.Fatalf("%d handed-over buffers were copied instead of queued", len(handed))
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("written %q, want %q", got, want)
