@@ -13,6 +13,7 @@ import (
 	"github.com/relayd/relayd/client"
 	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/server"
+	"github.com/relayd/relayd/internal/syncbuf"
 )
 
 var binary string
@@ -55,7 +56,7 @@ func TestLinesAreSentAndFramesPrinted(t *testing.T) {
 	// alice reads stdin from a pipe we control, so she stays up while bob answers.
 	cmd := exec.Command(binary, "--port", port, "--client-id", "alice", "--to-client-id", "bob")
 	stdin, _ := cmd.StdinPipe()
-	var stdout, stderr relaytest.Buffer
+	var stdout, stderr syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

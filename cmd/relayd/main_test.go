@@ -19,6 +19,7 @@ import (
 
 	"github.com/relayd/relayd/client"
 	"github.com/relayd/relayd/internal/relaytest"
+	"github.com/relayd/relayd/internal/syncbuf"
 	"github.com/relayd/relayd/internal/testcert"
 )
 
@@ -135,7 +136,7 @@ func (r *relayd) wait(within time.Duration) int {
 }
 
 // logBuffer collects relayd's output and parses its log lines.
-type logBuffer struct{ relaytest.Buffer }
+type logBuffer struct{ syncbuf.Buffer }
 
 func (l *logBuffer) find(msg string) []map[string]any {
 	var out []map[string]any

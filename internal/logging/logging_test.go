@@ -10,7 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/relayd/relayd/config"
-	"github.com/relayd/relayd/internal/relaytest"
+	"github.com/relayd/relayd/internal/syncbuf"
 )
 
 // lumberjack's mill goroutine outlives Close (natefinch/lumberjack#56).
@@ -18,7 +18,7 @@ var ignoreMill = goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, ignoreMill) }
 
-type buffer = relaytest.Buffer
+type buffer = syncbuf.Buffer
 
 func logCfg(level, format, file string) config.Log {
 	c := config.Default().Log

@@ -4,14 +4,12 @@
 package relaytest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,26 +38,6 @@ func Start(t testing.TB, mod func(*config.Listener)) (*server.Server, string) {
 		}
 	})
 	return s, s.Addrs()[cfg.Listeners[0].Name].String()
-}
-
-// Buffer is a bytes.Buffer that several goroutines may write while a test
-// reads it (a child process's output, a logger).
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *Buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-// String returns everything written so far.
-func (b *Buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // BuildBinary builds the main package in the current directory into a

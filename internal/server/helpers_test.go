@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -205,25 +204,6 @@ func expectOpen(t *testing.T, c net.Conn, d time.Duration) {
 }
 
 func disconnects(s *Server, r Reason) uint64 { return s.Stats().Disconnects[r] }
-
-// syncBuffer collects log output from several goroutines. (relaytest.Buffer
-// is the same, but relaytest imports this package.)
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // readFrame reads one whole transfer frame, header to payload, exactly as
 // it came.

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/relayd/relayd/internal/syncbuf"
 )
 
 // Client-supplied IDs are quoted in logs: an ID holding a newline cannot
@@ -13,7 +15,7 @@ func TestIDsCannotForgeLogLines(t *testing.T) {
 	forged := "mallory\ntime=2026-01-01T00:00:00Z level=ERROR msg=forged\n{\"msg\":\"forged\"}"
 	for _, format := range []string{"text", "json"} {
 		t.Run(format, func(t *testing.T) {
-			var out syncBuffer
+			var out syncbuf.Buffer
 			opts := &slog.HandlerOptions{Level: slog.LevelDebug}
 			var h slog.Handler = slog.NewTextHandler(&out, opts)
 			if format == "json" {
