@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -341,10 +340,14 @@ func (c *conn) login(id []byte) error {
 	if prev := c.srv.reg.Register(c.id, c); prev != nil {
 		c.srv.kicks.Add(1) // before the kicked connection can count its disconnect
 		prev.Kick()
-		c.srv.log.Debug("kick", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
+		if c.srv.debugging() {
+			c.srv.log.Debug("kick", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
+		}
 	}
 	c.ln.logins.Add(1)
-	c.srv.log.Debug("login", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
+	if c.srv.debugging() {
+		c.srv.log.Debug("login", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
+	}
 	return nil
 }
 
@@ -438,7 +441,7 @@ func (c *conn) finish() {
 	r := Reason(c.reason.Load())
 	c.ln.remove(c)
 	c.srv.disconnects[r].Add(1)
-	if c.srv.log.Enabled(context.Background(), slog.LevelDebug) {
+	if c.srv.debugging() {
 		attrs := []any{"listener", c.ln.name, "remote", c.remote.String(), "reason", r.String()}
 		if c.loggedIn() {
 			attrs = append(attrs, "client_id", c.id)

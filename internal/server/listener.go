@@ -118,7 +118,9 @@ func (l *listener) admit(nc net.Conn) {
 		l.mu.Unlock()
 		_ = nc.Close()
 		l.srv.disconnects[ReasonLimit].Add(1)
-		l.srv.log.Debug("connection refused", "listener", l.name, "remote", nc.RemoteAddr().String(), "reason", ReasonLimit.String(), "detail", refuse)
+		if l.srv.debugging() {
+			l.srv.log.Debug("connection refused", "listener", l.name, "remote", nc.RemoteAddr().String(), "reason", ReasonLimit.String(), "detail", refuse)
+		}
 		return
 	}
 	c := &conn{

@@ -189,6 +189,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// debugging reports whether debug logs are on. Per-connection debug lines
+// are built only then: their arguments (addresses formatted as strings,
+// values boxed for slog) cost allocations at every login and refusal even
+// when the line is dropped.
+func (s *Server) debugging() bool { return s.log.Enabled(context.Background(), slog.LevelDebug) }
+
 // Addrs returns the bound address of each listener, by name.
 func (s *Server) Addrs() map[string]net.Addr {
 	s.mu.Lock()
