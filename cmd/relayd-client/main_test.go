@@ -33,6 +33,17 @@ func startRelay(t *testing.T) (*server.Server, string) {
 	return s, port
 }
 
+// dial logs id in to the relay on port, for the rest of the test.
+func dial(t *testing.T, port, id string) *client.Client {
+	t.Helper()
+	c, err := client.Dial(t.Context(), "127.0.0.1:"+port, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func waitClients(t *testing.T, s *server.Server, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -46,11 +57,7 @@ func waitClients(t *testing.T, s *server.Server, n int) {
 
 func TestLinesAreSentAndFramesPrinted(t *testing.T) {
 	s, port := startRelay(t)
-	bob, err := client.Dial(t.Context(), "127.0.0.1:"+port, "bob", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
+	bob := dial(t, port, "bob")
 	waitClients(t, s, 1)
 
 	// alice reads stdin from a pipe we control, so she stays up while bob answers.
@@ -100,11 +107,7 @@ func TestLinesAreSentAndFramesPrinted(t *testing.T) {
 // Everything piped in is sent before the client exits at end of stdin.
 func TestEndOfStdinSendsEverything(t *testing.T) {
 	s, port := startRelay(t)
-	bob, err := client.Dial(t.Context(), "127.0.0.1:"+port, "bob", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
+	bob := dial(t, port, "bob")
 	waitClients(t, s, 1)
 
 	var in strings.Builder
@@ -140,11 +143,7 @@ func TestServerCloseExitsNonZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClients(t, s, 1)
-	kicker, err := client.Dial(t.Context(), "127.0.0.1:"+port, "dup", nil) // kicks the child
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kicker.Close()
+	dial(t, port, "dup") // kicks the child
 
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
