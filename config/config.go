@@ -74,6 +74,8 @@ type Limits struct {
 	WriteTimeout        Duration `toml:"write_timeout"`
 	MaxConnections      int      `toml:"max_connections"`        // 0: unlimited
 	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"` // 0: unlimited
+	SlowReceiver        string   `toml:"slow_receiver"`          // drop | disconnect
+	StallTimeout        Duration `toml:"stall_timeout"`
 }
 
 // Listener is one [[listener]] table with its limits resolved.
@@ -119,6 +121,8 @@ func defaults() *Config {
 			LoginTimeout: Duration(10 * time.Second),
 			IdleTimeout:  Duration(2 * time.Minute),
 			WriteTimeout: Duration(10 * time.Second),
+			SlowReceiver: "drop",
+			StallTimeout: Duration(250 * time.Millisecond),
 		},
 	}
 }

@@ -53,6 +53,7 @@ func TestDefaultsMatchTheSpec(t *testing.T) {
 		MaxPayload: 8 << 20, SendQueue: 16 << 20,
 		LoginTimeout: Duration(10 * time.Second), IdleTimeout: Duration(2 * time.Minute),
 		WriteTimeout: Duration(10 * time.Second),
+		SlowReceiver: "drop", StallTimeout: Duration(250 * time.Millisecond),
 	}
 	if l.Limits != want {
 		t.Fatalf("default limits = %+v, want %+v", l.Limits, want)

@@ -13,7 +13,7 @@ type fakePeer struct {
 }
 
 func (p *fakePeer) Deliver([]byte, *Waiter) Result { p.frames.Add(1); return Delivered }
-func (p *fakePeer) Kick()                 {}
+func (p *fakePeer) Kick()                          {}
 
 func TestLastLoginWinsAndUnregisterIsGenerationSafe(t *testing.T) {
 	r := NewLocal()
