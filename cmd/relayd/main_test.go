@@ -222,14 +222,30 @@ func TestCheck(t *testing.T) {
 	tlsConf := filepath.Join(dir, "tls.toml")
 	relaytest.WriteConfig(t, tlsConf, fmt.Sprintf("[[listener]]\nname = \"tls\"\naddress = \"127.0.0.1:0\"\ntls_cert = %q\ntls_key = %q\n", cert, filepath.Join(dir, "nokey.pem")))
 	_, errOut, code = runCLI(t, "-c", tlsConf, "-t")
-	if code != 1 || !strings.Contains(errOut, `listener "tls"`) || !strings.Contains(errOut, "nokey.pem") {
-		t.Fatalf("missing key: %q, exit %d", errOut, code)
+	if want := tlsConf + `:5: listener[0].tls_key: listener "tls": read key: open ` + filepath.Join(dir, "nokey.pem"); code != 1 || !strings.Contains(errOut, want) {
+		t.Fatalf("missing key: %q, exit %d; want %q", errOut, code, want)
+	}
+
+	// Messages that say what to fix (issue 15).
+	for _, tc := range []struct{ body, want string }{
+		{"[limits]\nidle_timout = \"5m\"\n", ":2: limits.idle_timout: unknown key (did you mean idle_timeout?)"},
+		{"[admin]\naddress = \"127.0.0.1:9333\"\n[[listener]]\nname = \"any\"\naddress = \"0.0.0.0:9333\"\n",
+			`:2: admin.address: "127.0.0.1:9333" collides with listener[0] ("any", "0.0.0.0:9333")`},
+		{"[[listener]]\nname = \"a\"\naddress = \"[::]:5000\"\n[[listener]]\nname = \"b\"\naddress = \"127.0.0.1:5000\"\n",
+			`:6: listener[1].address: listener "b": address "127.0.0.1:5000" collides with listener[0] ("a", "[::]:5000")`},
+	} {
+		p := writeTemp(t, dir, "msg.toml", tc.body)
+		_, errOut, code := runCLI(t, "-c", p, "-t")
+		if code != 1 || !strings.HasPrefix(errOut, "relayd: "+p+tc.want) || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("%q: exit %d, %q; want a line starting %q", tc.body, code, errOut, "relayd: "+p+tc.want)
+		}
 	}
 }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"-c", "x.toml", "40000"}, // PORT with -c
+		{"40000", "-c", "x.toml"}, // the same, flags after the PORT
 		{"40000", "40001"},
 		{"notaport"},
 		{"70000"},
@@ -238,6 +254,38 @@ func TestUsageErrors(t *testing.T) {
 		_, errOut, code := runCLI(t, args...)
 		if code != 2 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line", args, code, errOut)
+		}
+	}
+}
+
+// Flags may come before or after the PORT, as with most commands; the
+// mistake is then reported as what it is. In-process: nothing starts.
+func TestArgumentOrder(t *testing.T) {
+	const withC = "relayd: PORT cannot be combined with -c: set the listener address in the config file (relayd -h for usage)\n"
+	tests := []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"-c", "x.toml", "40000"}, 2, "", withC},
+		{[]string{"40000", "-c", "x.toml"}, 2, "", withC},
+		{[]string{"40000", "-c=x.toml", "-t"}, 2, "", withC},
+		{[]string{"-t", "40000", "-c", "x.toml"}, 2, "", withC},
+		{[]string{"40000", "-c", "x.toml", "40001"}, 2, "", withC},
+		{[]string{"40000", "40001"}, 2, "", "relayd: unexpected arguments [\"40001\"] (relayd -h for usage)\n"},
+		{[]string{"40000", "--bogus"}, 2, "", "relayd: flag provided but not defined: -bogus (relayd -h for usage)\n"},
+		{[]string{"--", "-c"}, 2, "", "relayd: invalid port \"-c\": want a number from 1 to 65535 (relayd -h for usage)\n"},
+		{[]string{"40000", "-t"}, 0, "configuration OK\n", ""},
+		{[]string{"40000", "--check"}, 0, "configuration OK\n", ""},
+		{[]string{"-t"}, 0, "configuration OK\n", ""},
+		{[]string{"40000", "-h"}, 0, usage, ""},
+	}
+	for _, tc := range tests {
+		var stdout, stderr bytes.Buffer
+		code := run(tc.args, &stdout, &stderr)
+		if code != tc.code || stdout.String() != tc.stdout || stderr.String() != tc.stderr {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want %d, %q, %q", tc.args, code, stdout.String(), stderr.String(), tc.code, tc.stdout, tc.stderr)
 		}
 	}
 }
