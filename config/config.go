@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -590,6 +591,31 @@ func (c *Config) resolvePaths(dir string) {
 		abs(&l.TLSKey)
 		abs(&l.TLSClientCA)
 	}
+}
+
+// Diff names the keys of a [[listener]] table whose values differ between
+// l and o, limits included, in the order of the table; for the reload log.
+func (l *Listener) Diff(o *Listener) []string {
+	var d []string
+	add := func(name string, differ bool) {
+		if differ {
+			d = append(d, name)
+		}
+	}
+	add("name", l.Name != o.Name)
+	add("address", l.Address != o.Address)
+	add("tls_cert", l.TLSCert != o.TLSCert)
+	add("tls_key", l.TLSKey != o.TLSKey)
+	add("tls_client_ca", l.TLSClientCA != o.TLSClientCA)
+	add("client_id_from_cert", l.ClientIDFromCert != o.ClientIDFromCert)
+	add("tls_min_version", l.TLSMinVersion != o.TLSMinVersion)
+	add("client_id_from_token", l.ClientIDFromToken != o.ClientIDFromToken)
+	add("proxy_protocol", l.ProxyProtocol != o.ProxyProtocol)
+	add("transport", l.Transport != o.Transport)
+	add("ws_path", l.WSPath != o.WSPath)
+	add("ws_origins", !slices.Equal(l.WSOrigins, o.WSOrigins))
+	add("ws_trusted_proxies", !slices.Equal(l.WSTrustedProxies, o.WSTrustedProxies))
+	return append(d, l.Limits.Diff(o.Limits)...)
 }
 
 // Diff names the keys whose values differ between l and o.

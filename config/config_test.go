@@ -240,4 +240,28 @@ func TestLimitsDiff(t *testing.T) {
 	if len(a.Diff(a)) != 0 {
 		t.Fatal("Diff of equal limits is not empty")
 	}
+	b = a
+	b.SlowReceiver, b.StallTimeout, b.RateLimit, b.RateBurst, b.LoginsPerIP = "disconnect", 1, 2, 3, 4
+	if d := strings.Join(a.Diff(b), ","); d != "slow_receiver,stall_timeout,rate_limit,rate_burst,logins_per_ip" {
+		t.Fatalf("Diff of the new limits = %q", d)
+	}
+}
+
+func TestListenerDiff(t *testing.T) {
+	src := "[[listener]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ntransport = \"websocket\"\n"
+	c1, err := Parse("x.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Parse("x.toml", []byte(src+"ws_origins = [\"*\"]\nws_trusted_proxies = [\"10.0.0.1\"]\nproxy_protocol = true\nrate_limit = 5\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := &c1.Listeners[0], &c2.Listeners[0]
+	if d := strings.Join(a.Diff(b), ","); d != "proxy_protocol,ws_origins,ws_trusted_proxies,rate_limit" {
+		t.Fatalf("Diff = %q", d)
+	}
+	if d := a.Diff(a); len(d) != 0 {
+		t.Fatalf("Diff of a listener with itself = %v", d)
+	}
 }
