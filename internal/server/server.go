@@ -194,18 +194,7 @@ func network(addr string) string {
 
 // describeChange says which settings of a kept listener differ, for the log.
 func describeChange(old, new *config.Listener) string {
-	var changed []string
-	changed = append(changed, old.Limits.Diff(new.Limits)...)
-	if old.TLSCert != new.TLSCert || old.TLSKey != new.TLSKey {
-		changed = append(changed, "tls_cert/tls_key")
-	}
-	if old.TLSClientCA != new.TLSClientCA {
-		changed = append(changed, "tls_client_ca")
-	}
-	if old.ClientIDFromCert != new.ClientIDFromCert {
-		changed = append(changed, "client_id_from_cert")
-	}
-	return strings.Join(changed, ",")
+	return strings.Join(old.Diff(new), ",")
 }
 
 // Shutdown stops accepting and reading, lets every connection write out
