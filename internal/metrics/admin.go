@@ -95,6 +95,9 @@ func Listen(addr, webConfigFile string, h http.Handler, log *slog.Logger) (*Admi
 			quiet := slog.New(infoAsDebug{log.Handler()})
 			err = web.Serve(ln, a.srv, &web.FlagConfig{WebConfigFile: &webConfigFile}, quiet)
 		}
+		// web.Serve can fail before serving (the file broke since Listen
+		// checked it), leaving the socket open: close it in every case.
+		_ = ln.Close()
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin listener failed", "address", ln.Addr().String(), "error", err)
 		}

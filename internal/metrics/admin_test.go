@@ -181,6 +181,29 @@ func TestAdminBadWebConfig(t *testing.T) {
 	}
 }
 
+// Closing at once, before the server goroutine got going, neither races nor
+// leaves the socket bound.
+func TestAdminCloseAtOnce(t *testing.T) {
+	path, _ := webConfig(t, "u", "p")
+	for _, file := range []string{"", path} {
+		for range 5 {
+			a, err := Listen("127.0.0.1:0", file, http.NotFoundHandler(), slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := a.Addr().String()
+			if err := a.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatalf("address still bound after Close: %v", err)
+			}
+			ln.Close()
+		}
+	}
+}
+
 // A taken address is an error from Listen itself, not a log line later.
 func TestAdminAddressInUse(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
