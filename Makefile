@@ -57,6 +57,12 @@ package: build
 	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package -f packaging/nfpm.yaml -p deb -t $(DIST)/
 	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package -f packaging/nfpm.yaml -p rpm -t $(DIST)/
 
+# testssl.sh's verdict on a TLS listener (needs the testssl.sh package; a few
+# minutes; not part of test).
+.PHONY: tls-audit
+tls-audit:
+	packaging/tls-audit.sh
+
 # Throwaway CA, server and client certificates for examples/tls.toml and examples/mtls.toml.
 certs:
 	$(GO) run ./examples/gencerts -dir examples/certs

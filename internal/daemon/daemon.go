@@ -80,7 +80,7 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 	// The admin listener comes up first, so /readyz answers 503 until
 	// every relay listener is bound.
 	if cfg.Admin != nil {
-		if d.admin, err = metrics.Listen(cfg.Admin.Address, d.handler, log.Logger); err != nil {
+		if d.admin, err = metrics.Listen(cfg.Admin.Address, "", d.handler, log.Logger); err != nil {
 			signal.Stop(sigs)
 			_ = log.Close()
 			return nil, err
@@ -246,7 +246,7 @@ func (d *Daemon) apply(cfg *config.Config) error {
 	if !d.adminUnchanged(cfg.Admin) {
 		stale, admin = d.admin, nil
 		if cfg.Admin != nil {
-			if admin, err = metrics.Listen(cfg.Admin.Address, d.handler, d.log.Logger); err != nil {
+			if admin, err = metrics.Listen(cfg.Admin.Address, "", d.handler, d.log.Logger); err != nil {
 				return err
 			}
 		}
