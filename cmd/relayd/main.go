@@ -18,7 +18,9 @@ import (
 	"strconv"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/auth"
 	"github.com/relayd/relayd/internal/daemon"
+	"github.com/relayd/relayd/internal/metrics"
 )
 
 // version is set at build time: -ldflags "-X main.version=1.2.3".
@@ -26,6 +28,15 @@ var version = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// relayd -t parses the files that other packages own with their parsers.
+func init() {
+	config.CheckJWTKeys = func(path string) error {
+		_, err := auth.LoadKeys(path)
+		return err
+	}
+	config.CheckWebConfig = metrics.ValidateWebConfig
 }
 
 const usage = `usage: relayd [PORT]

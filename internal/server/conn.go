@@ -39,21 +39,23 @@ type conn struct {
 	certIDs    []string // with client_id_from_cert: the IDs the client certificate allows
 
 	// Owned by the read loop.
-	id        string           // the logged-in ClientID; "" before login
-	sawFrame  bool             // a complete frame arrived since deadline was last moved
-	deadline  time.Time        // login_timeout, then last complete frame + idle_timeout
-	armed     time.Time        // the read deadline last set on the socket
-	br        *bufio.Reader    // the pooled read buffer; nil while parked
-	fr        *protocol.Reader // parses frames from br
-	drain     *bufio.Reader    // the buffer br replaced, fed to br first; nil when none
-	grow      bool             // a read filled br: move to the next larger buffer
-	pending   int              // a byte read while parked, fed to br first; -1 when none
-	one       [1]byte          // what a connection parked on a goroutine reads into
-	lastTo    []byte           // the ToClientID of the last frame forwarded...
-	lastPeer  registry.Peer    // ...and its receiver, until it says Gone
-	waitTimer *time.Timer      // bounds a wait for room; made at the first wait
-	counts    frameCounts      // per-frame counters; read concurrently by Stats
-	loginAt   atomic.Int64     // when the login completed (unix nanoseconds); read by Clients
+	id        string                 // the logged-in ClientID; "" before login
+	token     string                 // with client_id_from_token: the token id was signed in with
+	sawFrame  bool                   // a complete frame arrived since deadline was last moved
+	deadline  time.Time              // login_timeout, then last complete frame + idle_timeout
+	armed     time.Time              // the read deadline last set on the socket
+	br        *bufio.Reader          // the pooled read buffer; nil while parked
+	fr        *protocol.Reader       // parses frames from br
+	drain     *bufio.Reader          // the buffer br replaced, fed to br first; nil when none
+	grow      bool                   // a read filled br: move to the next larger buffer
+	pending   int                    // a byte read while parked, fed to br first; -1 when none
+	one       [1]byte                // what a connection parked on a goroutine reads into
+	lastTo    []byte                 // the ToClientID of the last frame forwarded...
+	lastPeer  registry.Peer          // ...and its receiver, until it says Gone
+	waitTimer *time.Timer            // bounds a wait for room; made at the first wait
+	counts    frameCounts            // per-frame counters; read concurrently by Stats
+	loginAt   atomic.Int64           // when the login completed (unix nanoseconds); read by Clients
+	idShared  atomic.Pointer[string] // id, for other goroutines; set at login
 
 	// Parking without a goroutine (park_linux.go).
 	rawConn   syscall.RawConn // the socket's descriptor, for epoll
@@ -116,6 +118,15 @@ func (c *conn) close(r Reason, detail string) {
 		c.waiter.Signal()
 	})
 	c.srv.park.wake(c) // a connection parked without a goroutine has none to notice
+}
+
+// loginID is the logged-in ClientID, for goroutines other than the read
+// loop; "" before login.
+func (c *conn) loginID() string {
+	if p := c.idShared.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // closed reports whether close has been called.

@@ -33,7 +33,8 @@ func isTimeout(err error) bool {
 
 func isViolation(err error) bool {
 	_, ok := protocol.IsViolation(err)
-	return ok || errors.Is(err, errIDNotInCert) || isTLSAlert(err)
+	var te *tokenError
+	return ok || errors.Is(err, errIDNotInCert) || errors.Is(err, errNoKeys) || errors.As(err, &te) || isTLSAlert(err)
 }
 
 func isTLSAlert(err error) bool {

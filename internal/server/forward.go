@@ -20,10 +20,10 @@ import (
 // its read loop stops reading, so TCP paces the client to what its
 // receiver takes (SPEC §2 rule 9). Wait comes back only when this
 // connection closed meanwhile.
-func (c *conn) forward(f *protocol.Frame) registry.Result {
+func (c *conn) forward(f *protocol.Frame, large *bufpool.Buf) registry.Result {
 	waited := false
 	for {
-		r := c.offer(f)
+		r := c.offer(f, large)
 		if r != registry.Wait {
 			return r
 		}
@@ -39,9 +39,9 @@ func (c *conn) forward(f *protocol.Frame) registry.Result {
 
 // offer offers f once, to the remembered receiver or the one the registry
 // names.
-func (c *conn) offer(f *protocol.Frame) registry.Result {
+func (c *conn) offer(f *protocol.Frame, large *bufpool.Buf) registry.Result {
 	if p := c.lastPeer; p != nil && string(c.lastTo) == string(f.To) {
-		if r := c.deliverTo(p, f); r != registry.Gone {
+		if r := c.deliverTo(p, f, large); r != registry.Gone {
 			return r
 		}
 		c.lastPeer = nil
@@ -54,7 +54,7 @@ func (c *conn) offer(f *protocol.Frame) registry.Result {
 	// receiver's once delivered, and f's slices with it.
 	c.lastPeer = peer
 	c.lastTo = append(c.lastTo[:0], f.To...)
-	r := c.deliverTo(peer, f)
+	r := c.deliverTo(peer, f, large)
 	if r == registry.Gone {
 		c.lastPeer = nil
 	}
@@ -70,10 +70,10 @@ type bufDeliverer interface {
 // deliverTo offers f to p. A frame too large for the read buffer has a
 // pooled buffer of its own: a local receiver takes it over rather than
 // copying it.
-func (c *conn) deliverTo(p registry.Peer, f *protocol.Frame) registry.Result {
-	if b := c.fr.Large(); b != nil {
+func (c *conn) deliverTo(p registry.Peer, f *protocol.Frame, large *bufpool.Buf) registry.Result {
+	if large != nil {
 		if bd, ok := p.(bufDeliverer); ok {
-			r := bd.deliverBuf(b, c.waiter)
+			r := bd.deliverBuf(large, c.waiter)
 			if r == registry.Delivered {
 				c.fr.Disown()
 			}

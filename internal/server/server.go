@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/auth"
 	"github.com/relayd/relayd/internal/registry"
 )
 
@@ -49,6 +50,8 @@ type Server struct {
 	disconnects [numReasons]atomic.Uint64 // indexed by Reason
 	idleParks   atomic.Uint64             // connections that gave their read buffer back
 	upgrades    atomic.Uint64             // moves to a larger read buffer
+
+	tokens atomic.Pointer[tokenKeys] // [auth]: how logins on client_id_from_token listeners are verified; nil without
 
 	applyMu sync.Mutex // serializes Apply; held across binds and certificate reads, unlike mu
 
@@ -100,6 +103,15 @@ func (s *Server) Apply(cfg *config.Config) error {
 		keep *listener    // running listener to update in place
 		ln   net.Listener // newly bound socket
 	}
+	var tokens *tokenKeys
+	if cfg.Auth != nil && cfg.Auth.JWTKeyFile != "" {
+		keys, err := auth.LoadKeys(cfg.Auth.JWTKeyFile)
+		if err != nil {
+			return fmt.Errorf("[auth] jwt_key_file: %w", err)
+		}
+		tokens = &tokenKeys{keys: keys, audience: cfg.Auth.JWTAudience}
+	}
+
 	steps := make([]step, len(cfg.Listeners))
 	var bound []net.Listener
 	undo := func() {
@@ -134,6 +146,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 		undo()
 		return ErrClosed
 	}
+	s.tokens.Store(tokens)
 	next := make(map[string]*listener, len(steps))
 	for _, st := range steps {
 		if st.keep != nil {
@@ -165,6 +178,12 @@ func (s *Server) Apply(cfg *config.Config) error {
 	s.listeners = next
 	s.retireDrainedLocked()
 	return nil
+}
+
+// tokenKeys verify signed logins (SPEC §11).
+type tokenKeys struct {
+	keys     *auth.KeySet
+	audience string // the aud a token must name; "" for any
 }
 
 // retireDrainedLocked folds the counts of removed listeners whose last
