@@ -57,6 +57,8 @@ var (
 		"Heartbeat frames received.", nil, nil)
 	descLogins = prometheus.NewDesc("relayd_logins_total",
 		"Successful logins.", []string{"listener"}, nil)
+	descSenderWaits = prometheus.NewDesc("relayd_sender_waits_total",
+		"Times a sender waited for room at a receiver that was taking data (SPEC rule 9): relayd stopped reading from it.", nil, nil)
 	descKicks = prometheus.NewDesc("relayd_kicks_total",
 		"Connections closed because a newer login took their ClientID.", nil, nil)
 	descDisconnects = prometheus.NewDesc("relayd_disconnects_total",
@@ -79,7 +81,7 @@ func newCollector(src Sources) *collector { return &collector{src: src} }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descConnections, descClients, descForwarded, descBytes, descDropped, descHeartbeats,
-		descLogins, descKicks, descDisconnects, descReloads, descLastReloadOK, descLastReloadTime, descBuildInfo,
+		descLogins, descKicks, descDisconnects, descSenderWaits, descReloads, descLastReloadOK, descLastReloadTime, descBuildInfo,
 	} {
 		ch <- d
 	}
@@ -106,6 +108,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDropped, st.Frames.Dropped[d], d.String())
 	}
 	counter(descKicks, st.Kicks)
+	counter(descSenderWaits, st.Frames.Waits)
 	for _, r := range server.Reasons() {
 		counter(descDisconnects, st.Disconnects[r], r.String())
 	}
