@@ -309,7 +309,6 @@ func TestSlowReceiver(t *testing.T) {
 	fast := dialClient(t, s, addr, "fast")
 	loginRaw(t, s, addr, "slow") // never reads
 
-
 	// The sender keeps at most 8 frames in flight to the fast receiver,
 	// well within its send queue: every frame to it must arrive. Nothing
 	// paces the sender against the slow one.
