@@ -42,7 +42,6 @@ type node struct {
 	askedAt   time.Time
 	snapEpoch uint32 // incremented at each snapshot's first part
 	snapNext  uint32 // the part expected next; snapBroken while a snapshot is unusable
-	clients   int
 
 	dead atomic.Bool // dropped from the directory; its peers are gone
 	link *link       // frames to the node; nil for this one and in directory tests
@@ -76,7 +75,8 @@ type remotePeer struct {
 
 	inflight   atomic.Int64 // bytes of frames sent to it and not yet credited back
 	lastCredit atomic.Int64 // unix nanoseconds of the last credit, or of the first frame into an empty window
-	gone       atomic.Bool  // replaced, logged out, or its node dropped
+	next       *remotePeer  // guarded by the shard's mu: an older login of the ID on another node
+	gone       atomic.Bool  // not where frames for the ID go (now): a newer login, a logout, or its node dropped
 	epoch      uint32       // guarded by directory.mu: the snapshot of its node that last named it
 }
 
@@ -86,7 +86,7 @@ const shardCount = 64
 
 type dirShard struct {
 	mu    sync.RWMutex
-	peers map[string]*remotePeer // guarded by mu
+	peers map[string]*remotePeer // guarded by mu: each ID's remote logins, newest first
 	_     [32]byte               // keep neighbouring shards' locks on separate cache lines
 }
 
@@ -198,7 +198,7 @@ func (d *directory) login(id string, p registry.Peer) registry.Peer {
 	clock := d.tick()
 	old := d.local.Swap(id, p)
 	d.gens[id] = clock
-	d.removeRemote(id)
+	d.refresh(id) // a sender holding the remote peer looks again and finds this one
 	d.seq++
 	d.emit(appendChange(d.outbox, dirLogin, d.seq, clock, id))
 	return old
@@ -213,6 +213,7 @@ func (d *directory) logout(id string, p registry.Peer) {
 	}
 	clock := d.gens[id]
 	delete(d.gens, id)
+	d.refresh(id)
 	d.seq++
 	d.emit(appendChange(d.outbox, dirLogout, d.seq, clock, id))
 }
@@ -341,6 +342,9 @@ func (d *directory) receive(instance string, msg []byte) bool {
 		switch rec.kind {
 		case dirLogin, dirLogout:
 			d.observe(rec.clock)
+			if n.synced && rec.seq <= n.seq {
+				continue // a duplicate or a replay: applied already
+			}
 			if rec.kind == dirLogin {
 				d.applyLogin(n, string(rec.id), rec.clock, false)
 			} else {
@@ -399,90 +403,150 @@ func (d *directory) applySnapshot(n *node, rec *dirRecord) {
 	if !rec.last {
 		return
 	}
-	count := 0
-	for i := range d.shards {
-		s := &d.shards[i]
-		s.mu.Lock()
-		for id, p := range s.peers {
-			if p.node != n {
-				continue
-			}
-			if p.epoch != n.snapEpoch {
-				p.gone.Store(true)
-				delete(s.peers, id)
-				d.remote.Add(-1)
-				continue
-			}
-			count++
-		}
-		s.mu.Unlock()
-	}
-	n.clients = count
+	epoch := n.snapEpoch
+	d.sweep(func(p *remotePeer) bool { return p.node == n && p.epoch != epoch })
 	n.seq = rec.seq
 	n.synced = true
 	n.asked = false
 }
 
-// applyLogin applies node n's login of id at clock. Called with mu held.
+// applyLogin records node n's login of id at clock. Called with mu held.
 func (d *directory) applyLogin(n *node, id string, clock uint64, snap bool) {
-	g := gen{clock, n}
-	if lc, ok := d.gens[id]; ok {
-		if !g.newer(gen{lc, d.self}) {
-			return // our login is newer; n learns of it from our announcement or snapshot
-		}
-		if p, ok := d.local.Lookup([]byte(id)); ok && d.local.CompareAndDelete(id, p) {
-			if d.h.kick != nil {
-				d.h.kick(p)
-			}
-		}
-		delete(d.gens, id)
-	}
 	s := d.shardString(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur, ok := s.peers[id]; ok {
-		if cur.gen() == g {
+	head := s.peers[id]
+	for e := head; e != nil; e = e.next {
+		if e.node != n {
+			continue
+		}
+		switch {
+		case e.clock == clock:
 			if snap {
-				cur.epoch = n.snapEpoch
+				e.epoch = n.snapEpoch
 			}
 			return
+		case e.clock > clock:
+			return // n has logged in again since: this is old news
 		}
-		if !g.newer(cur.gen()) {
-			return
-		}
-		cur.gone.Store(true)
-		d.remote.Add(-1)
+		head = unlink(head, e)
+		e.gone.Store(true)
+		break
 	}
-	// A node publishes a snapshot's parts back to back, so an announcement
-	// never falls between them: whatever epoch this entry gets, the next
-	// snapshot of n either names it or sweeps it.
-	s.peers[id] = &remotePeer{node: n, id: id, clock: clock, epoch: n.snapEpoch}
-	d.remote.Add(1)
+	g := gen{clock, n}
+	if lc, ok := d.gens[id]; ok && g.newer(gen{lc, d.self}) {
+		// A newer login elsewhere: ours goes, and we say so, so that the
+		// replicas forget it rather than keep it behind the newer one.
+		if p, ok := d.local.Lookup([]byte(id)); ok && d.local.CompareAndDelete(id, p) && d.h.kick != nil {
+			d.h.kick(p)
+		}
+		delete(d.gens, id)
+		d.seq++
+		d.emit(appendChange(d.outbox, dirLogout, d.seq, lc, id))
+	}
+	if head == nil {
+		d.remote.Add(1)
+	}
+	head = insert(head, &remotePeer{node: n, id: id, clock: clock, epoch: n.snapEpoch})
+	d.setChain(s, id, head)
 }
 
-// applyLogout removes n's login of id at clock, if it is still the one known.
+// applyLogout forgets n's login of id at clock, if that is the one known.
 func (d *directory) applyLogout(n *node, id []byte, clock uint64) {
 	s := d.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur, ok := s.peers[string(id)]; ok && cur.node == n && cur.clock == clock {
-		cur.gone.Store(true)
-		delete(s.peers, string(id))
-		d.remote.Add(-1)
+	head := s.peers[string(id)]
+	for e := head; e != nil; e = e.next {
+		if e.node == n && e.clock == clock {
+			e.gone.Store(true)
+			d.setChain(s, string(id), unlink(head, e))
+			return
+		}
 	}
 }
 
-// removeRemote forgets the remote login of id, for a local login that
-// replaces it. Called with mu held.
-func (d *directory) removeRemote(id string) {
+// setChain stores the chain of id's remote logins and marks which one
+// frames go to: the newest, unless id is logged in here. Called with mu and
+// s.mu held.
+func (d *directory) setChain(s *dirShard, id string, head *remotePeer) {
+	if head == nil {
+		if _, ok := s.peers[id]; ok {
+			delete(s.peers, id)
+			d.remote.Add(-1)
+		}
+		return
+	}
+	s.peers[id] = head
+	_, local := d.gens[id]
+	head.gone.Store(local)
+	for e := head.next; e != nil; e = e.next {
+		e.gone.Store(true)
+	}
+}
+
+// refresh re-marks id's chain after its local login came or went. Called
+// with mu held.
+func (d *directory) refresh(id string) {
 	s := d.shardString(id)
 	s.mu.Lock()
-	if cur, ok := s.peers[id]; ok {
-		cur.gone.Store(true)
-		delete(s.peers, id)
-		d.remote.Add(-1)
+	if head, ok := s.peers[id]; ok {
+		d.setChain(s, id, head)
 	}
 	s.mu.Unlock()
+}
+
+// sweep removes from every chain the entries that keep returns false for.
+// Called with mu held.
+func (d *directory) sweep(drop func(p *remotePeer) bool) {
+	for i := range d.shards {
+		s := &d.shards[i]
+		s.mu.Lock()
+		for id, head := range s.peers {
+			changed := false
+			for e := head; e != nil; {
+				next := e.next
+				if drop(e) {
+					head = unlink(head, e)
+					e.gone.Store(true)
+					changed = true
+				}
+				e = next
+			}
+			if changed {
+				d.setChain(s, id, head)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// insert adds p to the chain, newest first.
+func insert(head, p *remotePeer) *remotePeer {
+	if head == nil || p.gen().newer(head.gen()) {
+		p.next = head
+		return p
+	}
+	e := head
+	for e.next != nil && e.next.gen().newer(p.gen()) {
+		e = e.next
+	}
+	p.next, e.next = e.next, p
+	return head
+}
+
+// unlink removes p from the chain.
+func unlink(head, p *remotePeer) *remotePeer {
+	if head == p {
+		return p.next
+	}
+	for e := head; e != nil; e = e.next {
+		if e.next == p {
+			e.next = p.next
+			break
+		}
+	}
+	return head
 }
 
 // dropNode forgets n and every client on it. Called with mu held.
@@ -493,18 +557,7 @@ func (d *directory) dropNode(n *node) {
 	delete(d.nodes, n.instance)
 	d.live.Add(-1)
 	n.dead.Store(true)
-	for i := range d.shards {
-		s := &d.shards[i]
-		s.mu.Lock()
-		for id, p := range s.peers {
-			if p.node == n {
-				p.gone.Store(true)
-				delete(s.peers, id)
-				d.remote.Add(-1)
-			}
-		}
-		s.mu.Unlock()
-	}
+	d.sweep(func(p *remotePeer) bool { return p.node == n })
 	if d.h.nodeDown != nil {
 		d.h.nodeDown(n)
 	}

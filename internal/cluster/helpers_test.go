@@ -264,3 +264,7 @@ func routeURL(s *natsserver.Server) *url.URL {
 	u, _ := url.Parse("nats://" + s.ClusterAddr().String())
 	return u
 }
+
+func appendTransferForTest(from, to string, payload []byte) ([]byte, error) {
+	return protocol.AppendTransfer(nil, from, to, payload)
+}
