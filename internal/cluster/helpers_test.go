@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,4 +268,38 @@ func routeURL(s *natsserver.Server) *url.URL {
 
 func appendTransferForTest(from, to string, payload []byte) ([]byte, error) {
 	return protocol.AppendTransfer(nil, from, to, payload)
+}
+
+// countPeer counts the frames delivered to it and always has room.
+type countPeer struct{ n atomic.Int64 }
+
+func (p *countPeer) Deliver([]byte, *registry.Waiter) registry.Result {
+	p.n.Add(1)
+	return registry.Delivered
+}
+func (p *countPeer) Kick() {}
+
+func startNATSB(b *testing.B) *natsserver.Server {
+	s, err := natsserver.NewServer(natsOpts(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		b.Fatal("nats-server did not start")
+	}
+	b.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+func newNodeB(b *testing.B, name, url string) *Cluster {
+	c, err := New(Options{Name: "bench", NodeID: name, URLs: []string{url}}, registry.NewLocal())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
 }
