@@ -8,7 +8,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BINARIES := relayd relayd-client
 NFPM     := $(GO) tool -modfile=tools/nfpm.mod nfpm
 
-.PHONY: all build test bench bench-compare fuzz lint run certs package clean
+.PHONY: all build test bench bench-compare fuzz lint run certs package clean cluster-demo
 
 all: build
 
@@ -66,6 +66,11 @@ tls-audit:
 # Throwaway CA, server and client certificates for examples/tls.toml and examples/mtls.toml.
 certs:
 	$(GO) run ./examples/gencerts -dir examples/certs
+
+# One nats-server and three relayd nodes of one cluster on loopback, with
+# the relayd-client command lines to chat across them (docs/CLUSTER.md).
+cluster-demo:
+	GO=$(GO) examples/cluster/demo.sh
 
 clean:
 	rm -rf bin dist examples/certs
