@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/cluster"
 	"github.com/relayd/relayd/internal/logging"
 	"github.com/relayd/relayd/internal/metrics"
 	"github.com/relayd/relayd/internal/reload"
@@ -34,7 +35,8 @@ type Daemon struct {
 	version string
 	log     *logging.Logger
 	srv     *server.Server
-	handler http.Handler // admin endpoints
+	reg     *registrySwitch // the registry srv uses: local, or a cluster over it
+	handler http.Handler    // admin endpoints
 	started time.Time
 	sigs    chan os.Signal // SIGHUP, SIGTERM, SIGINT, SIGUSR1, from Start on
 
@@ -45,6 +47,8 @@ type Daemon struct {
 	lastReloadAt atomic.Int64 // unix nanoseconds of the last successful (re)load
 	shuttingDown atomic.Bool
 	stopping     func() // tests: called as the relay starts to stop
+
+	cluster atomic.Pointer[cluster.Cluster] // nil without [cluster]
 
 	mu      sync.Mutex      // serializes reloads and shutdown
 	cfg     *config.Config  // guarded by mu; the configuration in effect
@@ -69,12 +73,14 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 		path:    cfg.File,
 		version: version,
 		log:     log,
-		srv:     server.New(log.Logger, nil),
+		reg:     newRegistrySwitch(),
 		cfg:     cfg,
 		started: time.Now(),
 	}
+	d.srv = server.New(log.Logger, d.reg)
 	d.handler = metrics.Handler(metrics.NewRegistry(metrics.Sources{
 		Server:  d.srv.Stats,
+		Cluster: d.clusterStats,
 		Reloads: d.Reloads,
 		Version: version,
 	}), d.ready.Load)
@@ -89,8 +95,22 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 		}
 		log.Info("admin listener started", "address", d.admin.Addr().String())
 	}
+	cl, err := d.joinCluster(cfg)
+	if err != nil {
+		signal.Stop(sigs)
+		d.closeAdmin(d.admin)
+		_ = log.Close()
+		return nil, err
+	}
+	if cl != nil {
+		d.reg.set(cl)
+		d.cluster.Store(cl)
+	}
 	if err := d.srv.Apply(cfg); err != nil {
 		signal.Stop(sigs)
+		if cl != nil {
+			_ = cl.Close()
+		}
 		d.closeAdmin(d.admin)
 		_ = log.Close()
 		return nil, err
@@ -253,11 +273,34 @@ func (d *Daemon) apply(cfg *config.Config) error {
 			}
 		}
 	}
+	var joined *cluster.Cluster
+	swapCluster := clusterChanged(d.cfg, cfg)
+	if swapCluster {
+		if joined, err = d.joinCluster(cfg); err != nil {
+			if admin != d.admin {
+				d.closeAdmin(admin)
+			}
+			return err
+		}
+	}
 	if err := d.srv.Apply(cfg); err != nil {
 		if admin != d.admin {
 			d.closeAdmin(admin)
 		}
+		if joined != nil {
+			_ = joined.Close()
+		}
 		return err
+	}
+	if swapCluster {
+		if joined != nil {
+			d.reg.set(joined)
+		} else {
+			d.reg.set(d.reg.local)
+		}
+		if old := d.cluster.Swap(joined); old != nil {
+			_ = old.Close()
+		}
 	}
 	commitLog()
 	if admin != d.admin {
@@ -355,6 +398,9 @@ func (d *Daemon) Shutdown(why string) error {
 	err := d.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		d.log.Warn("shutdown timeout reached with connections still closing")
+	}
+	if cl := d.cluster.Swap(nil); cl != nil {
+		_ = cl.Close() // after the server: its clients' logouts go out with the leave
 	}
 	d.mu.Lock()
 	admin := d.admin
