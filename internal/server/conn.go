@@ -149,7 +149,7 @@ func (c *conn) finish() {
 	c.ln.remove(c)
 	c.srv.disconnects[r].Add(1)
 	if c.srv.debugging() {
-		attrs := []any{"listener", c.ln.name, "remote", c.remote.String(), "reason", r.String()}
+		attrs := []any{"listener", c.ln.name(), "remote", c.remote.String(), "reason", r.String()}
 		if c.loggedIn() {
 			attrs = append(attrs, "client_id", c.id)
 		}

@@ -16,9 +16,8 @@ import (
 // turns an accepted socket into an Accepted, and its connections.
 type listener struct {
 	// Static after construction.
-	srv  *Server
-	name string
-	ln   net.Listener
+	srv *Server
+	ln  net.Listener
 
 	// Swapped whole by a reload; read once per frame or write.
 	st atomic.Pointer[listenerState]
@@ -42,7 +41,6 @@ type listenerState struct {
 func newListener(s *Server, cfg config.Listener, tc *tls.Config, ln net.Listener) *listener {
 	l := &listener{
 		srv:   s,
-		name:  cfg.Name,
 		ln:    ln,
 		conns: make(map[*conn]struct{}),
 		perIP: make(map[netip.Addr]int),
@@ -52,6 +50,9 @@ func newListener(s *Server, cfg config.Listener, tc *tls.Config, ln net.Listener
 }
 
 func (l *listener) limits() *config.Limits { return &l.st.Load().cfg.Limits }
+
+// name is the listener's name; a reload may rename a listener in place.
+func (l *listener) name() string { return l.st.Load().cfg.Name }
 
 // listensOn reports whether addr names this listener's socket.
 func (l *listener) listensOn(addr string) bool {
@@ -82,7 +83,7 @@ func (l *listener) serve() {
 				return
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			l.srv.log.Warn("accept failed; retrying", "listener", l.name, "error", err, "delay", delay)
+			l.srv.log.Warn("accept failed; retrying", "listener", l.name(), "error", err, "delay", delay)
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
@@ -128,14 +129,14 @@ func (l *listener) admit(nc net.Conn) {
 // connection's teardown).
 func (l *listener) refusedCount(remote netip.AddrPort, why string) {
 	if l.srv.debugging() {
-		l.srv.log.Debug("connection refused", "listener", l.name, "remote", remote.String(), "reason", ReasonLimit.String(), "detail", why)
+		l.srv.log.Debug("connection refused", "listener", l.name(), "remote", remote.String(), "reason", ReasonLimit.String(), "detail", why)
 	}
 }
 
 func (l *listener) refused(remote netip.AddrPort, why string) {
 	l.srv.disconnects[ReasonLimit].Add(1)
 	if l.srv.debugging() {
-		l.srv.log.Debug("connection refused", "listener", l.name, "remote", remote.String(), "reason", ReasonLimit.String(), "detail", why)
+		l.srv.log.Debug("connection refused", "listener", l.name(), "remote", remote.String(), "reason", ReasonLimit.String(), "detail", why)
 	}
 }
 
@@ -238,7 +239,7 @@ func (l *listener) stats(fs *FrameStats) ListenerStats {
 		fs.addCounts(&c.counts)
 	}
 	return ListenerStats{
-		Name:        l.name,
+		Name:        l.name(),
 		Address:     l.ln.Addr().String(),
 		Connections: len(l.conns),
 		Logins:      l.logins.Load(),
