@@ -7,6 +7,9 @@ DIST     ?= dist
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BINARIES := relayd relayd-client
 NFPM     := $(GO) tool -modfile=tools/nfpm.mod nfpm
+# staticcheck is pinned in tools/staticcheck.mod; it reads the go.mod of
+# the directory it runs in, so one pin serves the main module and bench/.
+STATICCHECK := $(GO) tool -modfile=$(CURDIR)/tools/staticcheck.mod staticcheck
 
 .PHONY: all build test bench bench-compare fuzz lint run certs package clean
 
@@ -43,6 +46,8 @@ lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 	$(GO) mod tidy -diff
 	cd bench && $(GO) mod tidy -diff
+	$(STATICCHECK) ./...
+	cd bench && $(STATICCHECK) ./...
 
 run:
 	$(GO) run ./cmd/relayd
