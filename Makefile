@@ -10,8 +10,13 @@ NFPM     := $(GO) tool -modfile=tools/nfpm.mod nfpm
 # staticcheck is pinned in tools/staticcheck.mod; it reads the go.mod of
 # the directory it runs in, so one pin serves the main module and bench/.
 STATICCHECK := $(GO) tool -modfile=$(CURDIR)/tools/staticcheck.mod staticcheck
+# Man pages: docs/man/NAME.SECTION.md rendered by go-md2man (tools/md2man.mod),
+# dated by the last commit so that one commit always renders the same pages.
+MD2MAN   := $(GO) tool -modfile=tools/md2man.mod go-md2man
+MANPAGES := relayd.8 relayd.toml.5 relayd-client.1
+MANDATE  := $(shell git log -1 --format=%cs 2>/dev/null || date +%F)
 
-.PHONY: all build test bench bench-compare fuzz lint run certs package clean
+.PHONY: all build test bench bench-compare fuzz lint run certs man package clean
 
 all: build
 
@@ -52,9 +57,21 @@ lint:
 run:
 	$(GO) run ./cmd/relayd
 
+# bin/man/*.gz, for the packages. Rendered every time: the pages carry
+# $(VERSION). The .nh and .ad l after .TH keep metric names, keys and paths
+# whole (no hyphenation, no justification).
+man:
+	@mkdir -p bin/man
+	for p in $(MANPAGES); do \
+		sed -e 's/@VERSION@/$(VERSION)/g' -e 's/@DATE@/$(MANDATE)/g' docs/man/$$p.md > bin/man/$$p.md && \
+		$(MD2MAN) -in bin/man/$$p.md -out bin/man/$$p.roff && \
+		sed -e '/^\.TH /a .nh' -e '/^\.TH /a .ad l' bin/man/$$p.roff | gzip -9n > bin/man/$$p.gz && \
+		rm bin/man/$$p.md bin/man/$$p.roff || exit 1; \
+	done
+
 # dist/relayd_<version>_<arch>.deb and dist/relayd-<version>-1.<arch>.rpm.
 # nfpm is pinned in tools/nfpm.mod so its dependencies stay out of go.mod.
-package: build
+package: build man
 	@mkdir -p $(DIST)
 	printf 'relayd (%s-1) unstable; urgency=medium\n\n  * Build of commit %s.\n\n -- relayd maintainers <relayd@example.com>  %s\n' \
 		'$(VERSION)' "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
