@@ -70,12 +70,14 @@ man:
 	done
 
 # dist/relayd_<version>_<arch>.deb and dist/relayd-<version>-1.<arch>.rpm.
+# The Debian changelog is generated from CHANGELOG.md (packaging/changelog).
 # nfpm is pinned in tools/nfpm.mod so its dependencies stay out of go.mod.
 package: build man
 	@mkdir -p $(DIST)
-	printf 'relayd (%s-1) unstable; urgency=medium\n\n  * Build of commit %s.\n\n -- relayd maintainers <relayd@example.com>  %s\n' \
-		'$(VERSION)' "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-		"$$(git log -1 --format=%cD 2>/dev/null || date -R)" | gzip -9n > bin/changelog.Debian.gz
+	$(GO) run ./packaging/changelog -version '$(VERSION)' \
+		-date "$$(git log -1 --format=%cD 2>/dev/null || date -R)" < CHANGELOG.md > bin/changelog.Debian
+	gzip -9nf bin/changelog.Debian
+	gzip -9nc CHANGELOG.md > bin/changelog.gz
 	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package -f packaging/nfpm.yaml -p deb -t $(DIST)/
 	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package -f packaging/nfpm.yaml -p rpm -t $(DIST)/
 
