@@ -24,7 +24,7 @@ func page(t *testing.T, name string) string {
 // documented reports whether the page has a definition entry (a bold term
 // opening a line) for key.
 func documented(doc, key string) bool {
-	return regexp.MustCompile(`(?m)^\*\*` + regexp.QuoteMeta(key) + `\*\*`).MatchString(doc) ||
+	return regexp.MustCompile(`(?m)^\*\*`+regexp.QuoteMeta(key)+`\*\*`).MatchString(doc) ||
 		regexp.MustCompile(`(?m)^\*\*[a-z_]+\*\* = .*, \*\*`+regexp.QuoteMeta(key)+`\*\*`).MatchString(doc)
 }
 

@@ -81,13 +81,18 @@ func goImage(t *testing.T) string {
 	if exec.Command("podman", "image", "exists", image).Run() == nil {
 		return image
 	}
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
+	goroot := strings.TrimSpace(string(out))
 	cf := "FROM scratch\nCOPY . /usr/local/go\n" +
 		"ENV PATH=/usr/local/go/bin HOME=/root GOPATH=/root/go GOCACHE=/root/cache TMPDIR=/root GOPROXY=off GOTOOLCHAIN=local\n" +
 		"WORKDIR /root\n"
-	cmd := exec.Command("podman", "build", "-q", "-t", image, "-f", "-", runtime.GOROOT())
+	cmd := exec.Command("podman", "build", "-q", "-t", image, "-f", "-", goroot)
 	cmd.Stdin = strings.NewReader(cf)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("a Go image from %s: %v\n%s", runtime.GOROOT(), err, out)
+		t.Fatalf("a Go image from %s: %v\n%s", goroot, err, out)
 	}
 	return image
 }
