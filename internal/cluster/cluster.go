@@ -335,9 +335,11 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.connected.Store(true)
 	c.started = true
-	if !c.startGoroutine() || !c.startGoroutine() {
-		nc.Close()
-		return errors.New("cluster: closed before it started")
+	for range 2 { // publishDirectory and beat
+		if !c.startGoroutine() {
+			nc.Close()
+			return errors.New("cluster: closed before it started")
+		}
 	}
 	go c.publishDirectory()
 	go c.beat()

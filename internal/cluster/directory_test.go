@@ -20,8 +20,7 @@ type simNet struct {
 	dirs  []*directory
 	queue [][][]byte // queue[from*n+to]: messages not yet delivered
 	past  [][][]byte // past[from*n+to]: messages delivered, for replays
-	spare []byte
-	clock time.Time // every node's wall clock: logins at the same moment
+	clock time.Time  // every node's wall clock: logins at the same moment
 	peers map[*fakePeer]int
 }
 

@@ -199,16 +199,6 @@ func (q *sendQueue) blocked() {
 	}
 }
 
-// stalledFor reports how long the socket has accepted nothing while the
-// writer had bytes for it; 0 when it is taking data.
-func (q *sendQueue) stalledFor() time.Duration {
-	at := q.blockedAt.Load()
-	if at == 0 {
-		return 0
-	}
-	return time.Duration(time.Now().UnixNano() - at)
-}
-
 // pending returns the bytes accepted and not yet written.
 func (q *sendQueue) pending() int {
 	q.mu.Lock()
