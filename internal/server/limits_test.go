@@ -172,6 +172,7 @@ func TestRateLimitPacesTheSender(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rcv.Close()
+	waitOnline(t, s, "rcv")
 	const frames = 96 // 6 MiB
 	done := make(chan error, 1)
 	go func() { done <- receiveAll(rcv, frames, time.Minute) }()
