@@ -62,7 +62,7 @@ var (
 	descLogins = prometheus.NewDesc("relayd_logins_total",
 		"Successful logins.", []string{"listener"}, nil)
 	descSenderWaits = prometheus.NewDesc("relayd_sender_waits_total",
-		"Times a sender waited for room at a receiver that was taking data (SPEC rule 9): relayd stopped reading from it.", nil, nil)
+		"Times a sender waited for room at a receiver that was taking data (docs/PROTOCOL.md rule 9): relayd stopped reading from it.", nil, nil)
 	descClusterConnected = prometheus.NewDesc("relayd_cluster_connected",
 		"1 while this node is connected to NATS.", nil, nil)
 	descClusterNodes = prometheus.NewDesc("relayd_cluster_nodes",
