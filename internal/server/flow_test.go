@@ -73,7 +73,7 @@ func receiveAll(c *client.Client, frames uint64, timeout time.Duration) error {
 
 // Open-loop senders lose nothing to receivers that keep reading, although
 // the backlog exceeds a small send_queue again and again: relayd stops
-// reading from a sender until its frame fits (SPEC §2 rule 9).
+// reading from a sender until its frame fits (docs/PROTOCOL.md rule 9).
 func TestOpenLoopSendersLoseNothing(t *testing.T) {
 	for _, tc := range []struct {
 		pairs  int

@@ -14,7 +14,7 @@ import (
 const minBatch = 512
 
 // sendQueue holds the frames accepted for one connection and not yet
-// written, and decides what a sender gets when one does not fit (SPEC §2
+// written, and decides what a sender gets when one does not fit (docs/PROTOCOL.md
 // rule 9).
 //
 // Frames wait in a list of pooled buffers. Senders copy frames into the

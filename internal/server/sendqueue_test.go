@@ -127,7 +127,7 @@ func TestSendQueueKeepsOrderAcrossHandedOverBuffers(t *testing.T) {
 	}
 }
 
-// SPEC §2 rule 9 at the queue: a full queue whose socket is taking data
+// Rule 9 (docs/PROTOCOL.md) at the queue: a full queue whose socket is taking data
 // makes the sender wait (and wakes it when bytes are written); once the
 // socket has taken nothing for stall_timeout the frame is refused.
 func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
