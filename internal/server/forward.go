@@ -31,7 +31,7 @@ func (c *conn) forward(f *protocol.Frame, large *bufpool.Buf) registry.Result {
 			waited = true
 			c.counts.waits.add(1)
 		}
-		if !c.await(c.waiter.Max) {
+		if !c.await(c.waiterFor().Max) {
 			return registry.Wait
 		}
 	}
@@ -73,14 +73,14 @@ type bufDeliverer interface {
 func (c *conn) deliverTo(p registry.Peer, f *protocol.Frame, large *bufpool.Buf) registry.Result {
 	if large != nil {
 		if bd, ok := p.(bufDeliverer); ok {
-			r := bd.deliverBuf(large, c.waiter)
+			r := bd.deliverBuf(large, c.waiterFor())
 			if r == registry.Delivered {
 				c.fr.Disown()
 			}
 			return r
 		}
 	}
-	return p.Deliver(f.Raw, c.waiter)
+	return p.Deliver(f.Raw, c.waiterFor())
 }
 
 // await waits up to max for a receiver to signal room. It reports false
@@ -93,7 +93,7 @@ func (c *conn) await(max time.Duration) bool {
 		c.waitTimer.Reset(max)
 	}
 	select {
-	case <-c.waiter.C:
+	case <-c.waiterFor().C:
 	case <-c.waitTimer.C:
 	case <-c.srv.done:
 	}

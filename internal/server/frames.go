@@ -98,9 +98,6 @@ type tokenError struct{ err error }
 func (e *tokenError) Error() string { return "login token refused: " + e.err.Error() }
 func (e *tokenError) Unwrap() error { return e.err }
 
-// loginTimeout bounds a cluster registry's work at a login.
-const loginTimeout = 5 * time.Second
-
 func (c *conn) login(id []byte) error {
 	if c.idFromCert && !allowedID(c.certIDs, id) {
 		return errIDNotInCert
@@ -118,9 +115,10 @@ func (c *conn) login(id []byte) error {
 		id = []byte(sub)
 	}
 	c.id = string(id)
-	ctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
-	prev, err := c.srv.reg.Register(ctx, c.id, c)
-	cancel()
+	// Registries record a login without waiting on the network (a
+	// cluster announces it from its own goroutine), so no deadline: a
+	// context with one would cost a timer at every login.
+	prev, err := c.srv.reg.Register(context.Background(), c.id, c)
 	if err != nil {
 		id := c.id
 		c.id = "" // not registered: nothing to unregister at teardown

@@ -143,28 +143,28 @@ func (l *listener) refused(remote netip.AddrPort, why string) {
 // accept runs on the connection's goroutine: the transport turns the
 // socket into an Accepted by deadline, and the connection's address is
 // checked against the per-address limits.
-func (l *listener) accept(c *conn, deadline time.Time) (*Accepted, error) {
+func (l *listener) accept(c *conn, deadline time.Time, a *Accepted) error {
 	st := l.st.Load()
 	tc, ok := c.raw.(*net.TCPConn)
 	if !ok {
-		return nil, errors.New("not a TCP connection")
+		return errors.New("not a TCP connection")
 	}
-	a := acceptTCP(tc, int64(st.cfg.Limits.SendQueue))
+	*a = acceptTCP(tc, int64(st.cfg.Limits.SendQueue))
 	if st.cfg.ProxyProtocol {
 		if err := readProxyHeader(a); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	c.remote = a.Remote // for the refusal's log line
 	if why := l.countIP(c, a.Remote.Addr(), st); why != "" {
-		return nil, &refusal{why}
+		return &refusal{why}
 	}
 	if st.tls != nil {
 		if err := handshakeTLS(a, st.tls, deadline); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return a, nil
+	return nil
 }
 
 // refusal ends a connection over a per-address limit (reason limit).

@@ -79,7 +79,7 @@ func (p *pacer) reads(l *config.Limits, now time.Time) int {
 // delay takes n bytes' tokens and returns how long to wait before reading
 // more.
 func (p *pacer) delay(n int, now time.Time) time.Duration {
-	if p.lim == nil || n <= 0 {
+	if p == nil || p.lim == nil || n <= 0 {
 		return 0
 	}
 	return p.lim.ReserveN(now, n).DelayFrom(now)

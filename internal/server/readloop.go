@@ -42,9 +42,9 @@ var (
 func (c *conn) serve(accepted time.Time) {
 	c.deadline = accepted.Add(c.ln.limits().LoginTimeout.D())
 	_ = c.raw.SetReadDeadline(c.deadline)
-	c.armed = c.deadline
-	a, err := c.ln.accept(c, c.deadline)
-	if err != nil {
+	c.armed = c.deadline.UnixNano()
+	var a Accepted
+	if err := c.ln.accept(c, c.deadline, &a); err != nil {
 		r := c.classify(err)
 		var refused *refusal
 		if errors.As(err, &refused) {
@@ -55,7 +55,7 @@ func (c *conn) serve(accepted time.Time) {
 		c.finish()
 		return
 	}
-	c.attach(a)
+	c.attach(&a)
 	c.br = c.getReader(0)
 	c.fr = protocol.NewReader(c.br, c.maxPayload)
 	c.fr.SetLoginOnly(true)
@@ -135,7 +135,7 @@ func (c *conn) resume() {
 // epoll parker is not available.
 func (c *conn) parkOnGoroutine() {
 	_ = c.nc.SetReadDeadline(c.deadline)
-	c.armed = c.deadline
+	c.armed = c.deadline.UnixNano()
 	var n int
 	var err error
 	if c.srv.stopping.Load() {
@@ -235,17 +235,23 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 	if parkable {
 		deadline = now.Add(idleAfter)
 	}
-	if deadline != c.armed { // a timer update costs; most reads mid-payload need none
+	if at := deadline.UnixNano(); at != c.armed { // a timer update costs; most reads mid-payload need none
 		_ = c.nc.SetReadDeadline(deadline)
-		c.armed = deadline
+		c.armed = at
 	}
 	// Checked after arming: Shutdown sets the flag, then a deadline in the
 	// past, so either this read sees the flag or its deadline is replaced.
 	if c.srv.stopping.Load() {
 		return 0, errStopped
 	}
-	if most := c.pace.reads(c.ln.limits(), now); most > 0 && len(p) > most {
-		p = p[:most]
+	lim := c.ln.limits()
+	if lim.RateLimit > 0 && c.pace == nil {
+		c.pace = new(pacer)
+	}
+	if c.pace != nil {
+		if most := c.pace.reads(lim, now); most > 0 && len(p) > most {
+			p = p[:most]
+		}
 	}
 	n, err := c.nc.Read(p)
 	if d := c.pace.delay(n, now); d > 0 {

@@ -45,7 +45,7 @@ type sendQueue struct {
 	writing bool               // guarded by mu; a write goroutine is running
 	hint    int                // guarded by mu; how much the writer took last, to size the next buffer
 
-	writeArmed time.Time // owned by the writer; when the write deadline was last moved
+	writeArmed int64 // owned by the writer; when the write deadline was last moved (unix nanoseconds)
 
 	// blockedAt is when the writer last found the socket full with nothing
 	// accepted since (unix nanoseconds); 0 while the socket takes data.
@@ -221,7 +221,7 @@ func (q *sendQueue) awaitEmpty(w *registry.Waiter) bool {
 // close refuses further frames, wakes the waiting senders, and drops the
 // frames still queued, counting them in lost by reason. A running writer
 // drops what it holds itself.
-func (q *sendQueue) close(reason Drop, lost *[numDrops]atomic.Uint64) {
+func (q *sendQueue) close(reason Drop, counts *frameCounts) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
@@ -237,7 +237,7 @@ func (q *sendQueue) close(reason Drop, lost *[numDrops]atomic.Uint64) {
 		q.items[i] = queued{}
 	}
 	q.items = q.items[:0]
-	lost[reason].Add(uint64(frames))
+	counts.lose(reason, frames)
 	q.signalLocked()
 }
 

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,9 +110,9 @@ func TestSendQueueKeepsOrderAcrossHandedOverBuffers(t *testing.T) {
 	if len(big.B) != size {
 		t.Fatal("a refused buffer was changed")
 	}
-	var lost [numDrops]atomic.Uint64
-	q.close(DropClosed, &lost)
-	if got := lost[DropClosed].Load(); got != 1 {
+	var counts frameCounts
+	q.close(DropClosed, &counts)
+	if got := counts.lostClosed.Load(); got != 1 {
 		t.Fatalf("close dropped %d frames as closed, want the 1 still queued", got)
 	}
 	if r := q.pushBuf(big, o); r != registry.Gone {

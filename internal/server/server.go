@@ -348,9 +348,10 @@ func listenerList(m map[string]*listener) []*listener {
 // the server is shutting down: it waits until the connection's queue has
 // been written out, or until Shutdown's deadline, and closes it.
 func (s *Server) flush(c *conn) {
-	for !c.closed() && !c.out.awaitEmpty(c.waiter) {
+	w := c.waiterFor()
+	for !c.closed() && !c.out.awaitEmpty(w) {
 		select {
-		case <-c.waiter.C:
+		case <-w.C:
 		case <-s.forced:
 		}
 	}

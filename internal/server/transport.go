@@ -60,9 +60,9 @@ func sndbufFor(sendQueue int64) int {
 }
 
 // acceptTCP produces the Accepted for a plain TCP connection.
-func acceptTCP(tc *net.TCPConn, sendQueue int64) *Accepted {
+func acceptTCP(tc *net.TCPConn, sendQueue int64) Accepted {
 	_ = tc.SetWriteBuffer(sndbufFor(sendQueue))
-	a := &Accepted{Conn: tc, Raw: tc, Remote: addrPort(tc.RemoteAddr()), Parks: true}
+	a := Accepted{Conn: tc, Raw: tc, Remote: addrPort(tc.RemoteAddr()), Parks: true}
 	if rc, err := tc.SyscallConn(); err == nil {
 		a.FD = rc
 		a.Pollable = func() (syscall.RawConn, bool) { return rc, true }

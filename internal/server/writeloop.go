@@ -153,7 +153,7 @@ func (c *conn) writeBatch(bt *batch, n int) error {
 			bufpool.Put(it.b)
 			*it = queued{}
 		}
-		c.counts.lost[reason].Add(uint64(frames))
+		c.counts.lose(reason, frames)
 		c.out.written(unwritten) // not written, but no longer queued either
 	}
 	return err
@@ -166,9 +166,9 @@ func (c *conn) writeBatch(bt *batch, n int) error {
 func (c *conn) armWriteDeadline() {
 	timeout := c.ln.limits().WriteTimeout.D()
 	now := time.Now()
-	if at := c.out.writeArmed; at.IsZero() || now.Sub(at) > timeout/4 {
+	if at := c.out.writeArmed; at == 0 || now.UnixNano()-at > int64(timeout/4) {
 		_ = c.nc.SetWriteDeadline(now.Add(timeout))
-		c.out.writeArmed = now
+		c.out.writeArmed = now.UnixNano()
 	}
 }
 
