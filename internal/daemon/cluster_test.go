@@ -200,3 +200,44 @@ func tryStart(t *testing.T, cfgText string) error {
 	}
 	return err
 }
+
+// [cluster] reloads all-or-nothing: added, the node joins; pointed at a
+// NATS that cannot be reached, the reload fails and the node stays in its
+// cluster; removed, it leaves and runs alone.
+func TestClusterReload(t *testing.T) {
+	url := startNATS(t, 1<<20)
+	h := startDaemon(t, "")
+	other := startNode(t, "other", url)
+	section := func(url string) string {
+		return fmt.Sprintf("\n[cluster]\nname = \"test\"\nnode_id = \"h\"\nnats_urls = [%q]\nnode_timeout = \"1s\"\n", url)
+	}
+	base := fmt.Sprintf(testConfig, h.d.AdminAddr().String(), "")
+	relaytest.WriteConfig(t, h.path, base+section(url))
+	if err := h.d.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitMetric("relayd_cluster_nodes", 2)
+	other.waitMetric("relayd_cluster_nodes", 2)
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "nats://" + l.Addr().String()
+	l.Close()
+	relaytest.WriteConfig(t, h.path, base+section(dead))
+	if err := h.d.Reload("test"); err == nil || !strings.Contains(err.Error(), "cannot reach NATS") {
+		t.Fatalf("reload to an unreachable NATS: %v", err)
+	}
+	h.waitMetric("relayd_config_last_reload_successful", 0)
+	h.waitMetric("relayd_cluster_nodes", 2) // still in the cluster it had
+
+	relaytest.WriteConfig(t, h.path, base)
+	if err := h.d.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	other.waitMetric("relayd_cluster_nodes", 1)
+	if _, ok := h.metrics()["relayd_cluster_nodes"]; ok {
+		t.Fatal("cluster metrics still exported after [cluster] was removed")
+	}
+}
