@@ -23,7 +23,6 @@ import (
 
 // Built-in defaults (SPEC §4).
 const (
-	DefaultPort    = 33333
 	DefaultAddress = "0.0.0.0:33333"
 
 	DefaultAdminAddress = "127.0.0.1:9333" // when [admin] is present without an address
