@@ -39,6 +39,7 @@ type Daemon struct {
 	sigs    chan os.Signal // SIGHUP, SIGTERM, SIGINT, SIGUSR1, from Start on
 
 	ready        atomic.Bool // every listener is bound and not shutting down: /readyz
+	pprof        atomic.Bool // [admin] pprof: /debug/pprof/ is served
 	reloadOK     atomic.Uint64
 	reloadFailed atomic.Uint64
 	lastReloadOK atomic.Bool
@@ -73,11 +74,17 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 		cfg:     cfg,
 		started: time.Now(),
 	}
+	d.pprof.Store(cfg.Admin != nil && cfg.Admin.Pprof)
 	d.handler = metrics.Handler(metrics.NewRegistry(metrics.Sources{
 		Server:  d.srv.Stats,
 		Reloads: d.Reloads,
 		Version: version,
-	}), d.ready.Load)
+	}), metrics.Endpoints{
+		Ready:   d.ready.Load,
+		Clients: d.srv.Clients,
+		Kick:    d.srv.Kick,
+		Pprof:   d.pprof.Load,
+	})
 
 	// The admin listener comes up first, so /readyz answers 503 until
 	// every relay listener is bound.
@@ -260,6 +267,7 @@ func (d *Daemon) apply(cfg *config.Config) error {
 		return err
 	}
 	commitLog()
+	d.pprof.Store(cfg.Admin != nil && cfg.Admin.Pprof)
 	if admin != d.admin {
 		d.closeAdmin(stale)
 		d.admin = admin

@@ -1,5 +1,6 @@
 // Package metrics exports relayd's counters to Prometheus and serves the
-// admin endpoints: /metrics, /healthz and /readyz.
+// admin endpoints: /metrics, /healthz, /readyz, and the admin API (/clients,
+// /clients/kick, /debug/pprof/).
 //
 // Nothing here runs on the forwarding path: connections count frames in
 // their own single-writer counters, and the collector sums them when
