@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/relayd/relayd/client"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/protocol"
@@ -480,4 +482,58 @@ func waitClosed(t *testing.T, c net.Conn) {
 	if _, err := io.Copy(io.Discard, c); err != nil {
 		t.Fatalf("connection not closed by the relay: %v", err)
 	}
+}
+
+// Behind web_config_file, the API needs the password like everything else:
+// nobody lists or kicks clients without it.
+func TestAPIBehindBasicAuth(t *testing.T) {
+	srv, relay := relaytest.Start(t, nil)
+	path, hc := webConfig(t, "ops", "s3cret")
+	a, err := Listen("127.0.0.1:0", path, Handler(prometheus.NewRegistry(), Endpoints{
+		Ready: func() bool { return true }, Clients: srv.Clients, Kick: srv.Kick, Pprof: func() bool { return true },
+	}), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	c := dialRaw(t, relay)
+	login, _ := protocol.AppendLogin(nil, "alice")
+	if _, err := c.Write(login); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "alice never logged in", func() bool { return len(srv.Clients("alice")) == 1 })
+
+	base := "https://" + a.Addr().String()
+	do := func(method, path, password string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, nil)
+		if password != "" {
+			req.SetBasicAuth("ops", password)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, p := range []string{"/clients", "/clients?id=alice", "/debug/pprof/"} {
+		if code := do("GET", p, ""); code != 401 {
+			t.Errorf("GET %s without a password: %d", p, code)
+		}
+		if code := do("GET", p, "s3cret"); code != 200 {
+			t.Errorf("GET %s with the password: %d", p, code)
+		}
+	}
+	if code := do("POST", "/clients/kick?id=alice", "guess"); code != 401 {
+		t.Fatalf("kick with a wrong password: %d", code)
+	}
+	if len(srv.Clients("alice")) != 1 {
+		t.Fatal("kicked without the password")
+	}
+	if code := do("POST", "/clients/kick?id=alice", "s3cret"); code != 200 {
+		t.Fatalf("kick with the password: %d", code)
+	}
+	waitClosed(t, c)
 }
