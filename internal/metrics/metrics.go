@@ -59,7 +59,7 @@ var (
 	descLogins = prometheus.NewDesc("relayd_logins_total",
 		"Successful logins.", []string{"listener"}, nil)
 	descKicks = prometheus.NewDesc("relayd_kicks_total",
-		"Connections closed because a newer login took their ClientID.", nil, nil)
+		"Connections kicked: by a newer login with their ClientID, or through POST /clients/kick.", nil, nil)
 	descDisconnects = prometheus.NewDesc("relayd_disconnects_total",
 		"Connections closed, by reason.", []string{"reason"}, nil)
 	descReloads = prometheus.NewDesc("relayd_config_reloads_total",
