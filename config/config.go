@@ -92,7 +92,7 @@ type Limits struct {
 	LoginsPerIP         int      `toml:"logins_per_ip"`          // new connections per second per client IP; 0: unlimited
 }
 
-// The values of slow_receiver (SPEC §2 rule 9).
+// The values of slow_receiver (docs/PROTOCOL.md rule 9).
 const (
 	SlowReceiverDrop       = "drop"       // the frame is dropped for a stalled receiver
 	SlowReceiverDisconnect = "disconnect" // a stalled receiver is disconnected

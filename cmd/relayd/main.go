@@ -94,7 +94,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if *check {
-		if err := cfg.Check(); err != nil {
+		err := cfg.Check()
+		if err == nil {
+			err = daemon.CheckCluster(cfg)
+		}
+		if err != nil {
 			fmt.Fprintf(stderr, "relayd: %v\n", err)
 			return 1
 		}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/cluster"
 	"github.com/relayd/relayd/internal/logging"
 	"github.com/relayd/relayd/internal/metrics"
 	"github.com/relayd/relayd/internal/reload"
@@ -35,7 +36,8 @@ type Daemon struct {
 	version string
 	log     *logging.Logger
 	srv     *server.Server
-	handler http.Handler // admin endpoints
+	reg     *registrySwitch // the registry srv uses: local, or a cluster over it
+	handler http.Handler    // admin endpoints
 	started time.Time
 	sigs    chan os.Signal // SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, from Start on
 
@@ -49,6 +51,8 @@ type Daemon struct {
 	draining     atomic.Bool  // SIGUSR2 came: no reload, no watching, not ready
 	drainLeft    atomic.Int64 // connections the drain has still to close, for STATUS=
 	stopping     func()       // tests: called as the relay starts to stop
+
+	cluster atomic.Pointer[cluster.Cluster] // nil without [cluster]
 
 	mu      sync.Mutex      // serializes reloads and shutdown
 	cfg     *config.Config  // guarded by mu; the configuration in effect
@@ -73,13 +77,15 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 		path:    cfg.File,
 		version: version,
 		log:     log,
-		srv:     server.New(log.Logger, nil),
+		reg:     newRegistrySwitch(),
 		cfg:     cfg,
 		started: time.Now(),
 	}
+	d.srv = server.New(log.Logger, d.reg)
 	d.pprof.Store(cfg.Admin != nil && cfg.Admin.Pprof)
 	d.handler = metrics.Handler(metrics.NewRegistry(metrics.Sources{
 		Server:  d.srv.Stats,
+		Cluster: d.clusterStats,
 		Reloads: d.Reloads,
 		Version: version,
 	}), metrics.Endpoints{
@@ -99,8 +105,22 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 		}
 		log.Info("admin listener started", "address", d.admin.Addr().String())
 	}
+	cl, err := d.joinCluster(cfg)
+	if err != nil {
+		signal.Stop(sigs)
+		d.closeAdmin(d.admin)
+		_ = log.Close()
+		return nil, err
+	}
+	if cl != nil {
+		d.reg.set(cl)
+		d.cluster.Store(cl)
+	}
 	if err := d.srv.Apply(cfg); err != nil {
 		signal.Stop(sigs)
+		if cl != nil {
+			_ = cl.Close()
+		}
 		d.closeAdmin(d.admin)
 		_ = log.Close()
 		return nil, err
@@ -362,11 +382,34 @@ func (d *Daemon) apply(cfg *config.Config) error {
 			}
 		}
 	}
+	var joined *cluster.Cluster
+	swapCluster := clusterChanged(d.cfg, cfg)
+	if swapCluster {
+		if joined, err = d.joinCluster(cfg); err != nil {
+			if admin != d.admin {
+				d.closeAdmin(admin)
+			}
+			return err
+		}
+	}
 	if err := d.srv.Apply(cfg); err != nil {
 		if admin != d.admin {
 			d.closeAdmin(admin)
 		}
+		if joined != nil {
+			_ = joined.Close()
+		}
 		return err
+	}
+	if swapCluster {
+		if joined != nil {
+			d.reg.set(joined)
+		} else {
+			d.reg.set(d.reg.local)
+		}
+		if old := d.cluster.Swap(joined); old != nil {
+			_ = old.Close()
+		}
 	}
 	commitLog()
 	d.pprof.Store(cfg.Admin != nil && cfg.Admin.Pprof)
@@ -465,6 +508,9 @@ func (d *Daemon) Shutdown(why string) error {
 	err := d.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		d.log.Warn("shutdown timeout reached with connections still closing")
+	}
+	if cl := d.cluster.Swap(nil); cl != nil {
+		_ = cl.Close() // after the server: its clients' logouts go out with the leave
 	}
 	d.mu.Lock()
 	admin := d.admin

@@ -39,7 +39,7 @@ func (s *Server) Clients(id string) []ClientInfo {
 			}
 			out = append(out, ClientInfo{
 				ID:        c.loginID(),
-				Listener:  l.name,
+				Listener:  l.name(),
 				Remote:    c.remote.String(),
 				Since:     time.Unix(0, at),
 				FramesIn:  c.counts.framesIn.load(),

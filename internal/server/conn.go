@@ -53,6 +53,7 @@ type conn struct {
 	lastTo    []byte                 // the ToClientID of the last frame forwarded...
 	lastPeer  registry.Peer          // ...and its receiver, until it says Gone
 	waitTimer *time.Timer            // bounds a wait for room; made at the first wait
+	pace      pacer                  // rate_limit
 	counts    frameCounts            // per-frame counters; read concurrently by Stats
 	loginAt   atomic.Int64           // when the login completed (unix nanoseconds); read by Clients
 	idShared  atomic.Pointer[string] // id, for other goroutines; set at login
@@ -148,7 +149,7 @@ func (c *conn) finish() {
 	c.ln.remove(c)
 	c.srv.disconnects[r].Add(1)
 	if c.srv.debugging() {
-		attrs := []any{"listener", c.ln.name, "remote", c.remote.String(), "reason", r.String()}
+		attrs := []any{"listener", c.ln.name(), "remote", c.remote.String(), "reason", r.String()}
 		if c.loggedIn() {
 			attrs = append(attrs, "client_id", c.id)
 		}

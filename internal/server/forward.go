@@ -18,7 +18,7 @@ import (
 //
 // When the receiver has no room but is taking data, the sender waits here:
 // its read loop stops reading, so TCP paces the client to what its
-// receiver takes (SPEC §2 rule 9). Wait comes back only when this
+// receiver takes (docs/PROTOCOL.md rule 9). Wait comes back only when this
 // connection closed meanwhile.
 func (c *conn) forward(f *protocol.Frame, large *bufpool.Buf) registry.Result {
 	waited := false

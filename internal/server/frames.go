@@ -133,12 +133,12 @@ func (c *conn) login(id []byte) error {
 		c.srv.kicks.Add(1) // before the kicked connection can count its disconnect
 		prev.Kick()
 		if c.srv.debugging() {
-			c.srv.log.Debug("kick", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
+			c.srv.log.Debug("kick", "listener", c.ln.name(), "client_id", c.id, "remote", c.remote.String())
 		}
 	}
 	c.ln.logins.Add(1)
 	if c.srv.debugging() {
-		c.srv.log.Debug("login", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
+		c.srv.log.Debug("login", "listener", c.ln.name(), "client_id", c.id, "remote", c.remote.String())
 	}
 	return nil
 }

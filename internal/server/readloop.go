@@ -46,10 +46,12 @@ func (c *conn) serve(accepted time.Time) {
 	a, err := c.ln.accept(c, c.deadline)
 	if err != nil {
 		r := c.classify(err)
-		if errors.Is(err, errRefused) {
+		var refused *refusal
+		if errors.As(err, &refused) {
 			r = ReasonLimit
+			c.ln.refusedCount(c.remote, refused.why)
 		}
-		c.close(r, "accept: "+err.Error())
+		c.close(r, err.Error())
 		c.finish()
 		return
 	}
@@ -242,7 +244,21 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 	if c.srv.stopping.Load() {
 		return 0, errStopped
 	}
+	if most := c.pace.reads(c.ln.limits(), now); most > 0 && len(p) > most {
+		p = p[:most]
+	}
 	n, err := c.nc.Read(p)
+	if d := c.pace.delay(n, now); d > 0 {
+		// rate_limit: wait before reading on, so TCP slows the client.
+		// The wait is relayd's doing: it does not count toward idle_timeout.
+		if !c.sleep(d) {
+			if c.srv.stopping.Load() {
+				return n, errStopped
+			}
+			return n, errClosedWaiting
+		}
+		c.deadline = c.deadline.Add(d)
+	}
 	if n == len(p) && c.br.Size() < maxReadBuffer {
 		c.grow = true
 	}
@@ -255,4 +271,17 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// sleep waits d unless the connection closes or the server stops reading
+// first; it reports whether the whole wait passed.
+func (c *conn) sleep(d time.Duration) bool {
+	until := time.Now().Add(d)
+	for d > 0 {
+		if !c.await(d) {
+			return false
+		}
+		d = time.Until(until)
+	}
+	return true
 }

@@ -14,7 +14,7 @@ import (
 const minBatch = 512
 
 // sendQueue holds the frames accepted for one connection and not yet
-// written, and decides what a sender gets when one does not fit (SPEC §2
+// written, and decides what a sender gets when one does not fit (docs/PROTOCOL.md
 // rule 9).
 //
 // Frames wait in a list of pooled buffers. Senders copy frames into the
@@ -197,16 +197,6 @@ func (q *sendQueue) blocked() {
 	if q.blockedAt.Load() == 0 {
 		q.blockedAt.Store(time.Now().UnixNano())
 	}
-}
-
-// stalledFor reports how long the socket has accepted nothing while the
-// writer had bytes for it; 0 when it is taking data.
-func (q *sendQueue) stalledFor() time.Duration {
-	at := q.blockedAt.Load()
-	if at == 0 {
-		return 0
-	}
-	return time.Duration(time.Now().UnixNano() - at)
 }
 
 // pending returns the bytes accepted and not yet written.

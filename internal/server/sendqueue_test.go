@@ -127,7 +127,7 @@ func TestSendQueueKeepsOrderAcrossHandedOverBuffers(t *testing.T) {
 	}
 }
 
-// SPEC §2 rule 9 at the queue: a full queue whose socket is taking data
+// Rule 9 (docs/PROTOCOL.md) at the queue: a full queue whose socket is taking data
 // makes the sender wait (and wakes it when bytes are written); once the
 // socket has taken nothing for stall_timeout the frame is refused.
 func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
@@ -146,7 +146,7 @@ func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
 		t.Fatalf("Wait with Max %v, want (0, %v]", w.Max, o.stall)
 	}
 	items := make([]queued, maxIOV)
-	n := q.take(items, false)
+	q.take(items, false)
 	q.written(len(items[0].b.B))
 	select {
 	case <-w.C:
@@ -154,7 +154,6 @@ func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
 		t.Fatal("writing freed room but the waiting sender was not signalled")
 	}
 	bufpool.Put(items[0].b)
-	_ = n
 	if r := q.push(f, o); r != registry.Delivered {
 		t.Fatalf("after room was freed: %v", r)
 	}
@@ -169,7 +168,7 @@ func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
 		t.Fatalf("blocked for stall_timeout: %v, want QueueFull", r)
 	}
 	// It reads again: paced like any other from then on.
-	n = q.take(items, false)
+	q.take(items, false)
 	q.written(len(items[0].b.B))
 	bufpool.Put(items[0].b)
 	if r := q.push(frameOf(string(make([]byte, 700))), o); r != registry.Delivered {

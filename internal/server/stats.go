@@ -38,7 +38,7 @@ func Reasons() []Reason {
 }
 
 // Drop says why a frame accepted from a sender was not written to its
-// receiver's socket (SPEC §2 rule 9: every frame is accounted for).
+// receiver's socket (docs/PROTOCOL.md rule 9: every frame is accounted for).
 type Drop uint8
 
 const (

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"runtime"
 	"sync"
 	"syscall"
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/relayd/relayd/internal/bufpool"
+	"github.com/relayd/relayd/internal/protocol"
 	"github.com/relayd/relayd/internal/registry"
 )
 
@@ -135,6 +137,13 @@ func (c *conn) writeBatch(bt *batch, n int) error {
 		}
 	}
 	if done < n {
+		// The socket failed. Whole frames of the buffer it was writing
+		// did reach it: they count as forwarded, the rest as dropped.
+		it := &bt.items[done]
+		sent, payload := wholeFrames(it.b.B[:off])
+		c.counts.framesOut.add(uint64(sent))
+		c.counts.bytesOut.add(uint64(payload))
+		it.frames -= sent
 		reason := c.out.dropReason()
 		frames, unwritten := 0, -off
 		for i := done; i < n; i++ {
@@ -221,4 +230,28 @@ func (c *conn) writeChunk(b []byte) (int, error) {
 	b = b[:min(len(b), writeChunk)]
 	c.out.blocked()
 	return c.nc.Write(b)
+}
+
+// wholeFrames counts the complete frames at the start of b, a prefix of a
+// queue buffer (whole frames back to back), and their payload bytes.
+func wholeFrames(b []byte) (frames, payload int) {
+	for len(b) > protocol.HeaderLen+1 {
+		from := int(b[protocol.HeaderLen])
+		if len(b) < protocol.HeaderLen+1+from+1 {
+			break
+		}
+		to := int(b[protocol.HeaderLen+1+from])
+		head := protocol.TransferLen(from, to, 0)
+		if len(b) < head {
+			break
+		}
+		n := int(binary.BigEndian.Uint32(b[head-4:]))
+		if len(b) < head+n {
+			break
+		}
+		frames++
+		payload += n
+		b = b[head+n:]
+	}
+	return frames, payload
 }
