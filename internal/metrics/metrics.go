@@ -1,5 +1,6 @@
 // Package metrics exports relayd's counters to Prometheus and serves the
-// admin endpoints: /metrics, /healthz and /readyz.
+// admin endpoints: /metrics, /healthz, /readyz, and the admin API (/clients,
+// /clients/kick, /debug/pprof/).
 //
 // Nothing here runs on the forwarding path: connections count frames in
 // their own single-writer counters, and the collector sums them when
@@ -76,7 +77,7 @@ var (
 	descClusterKicks = prometheus.NewDesc("relayd_cluster_kicks_total",
 		"Local connections kicked by a login on another node.", nil, nil)
 	descKicks = prometheus.NewDesc("relayd_kicks_total",
-		"Connections closed because a newer login took their ClientID.", nil, nil)
+		"Connections kicked: by a newer login with their ClientID, or through POST /clients/kick.", nil, nil)
 	descDisconnects = prometheus.NewDesc("relayd_disconnects_total",
 		"Connections closed, by reason.", []string{"reason"}, nil)
 	descReloads = prometheus.NewDesc("relayd_config_reloads_total",
