@@ -17,6 +17,7 @@ import (
 	"github.com/relayd/relayd/client"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/relaytest"
+	"github.com/relayd/relayd/internal/syncbuf"
 	"github.com/relayd/relayd/internal/wait"
 )
 
@@ -239,5 +240,29 @@ func TestClusterReload(t *testing.T) {
 	other.waitMetric("relayd_cluster_nodes", 1)
 	if _, ok := h.metrics()["relayd_cluster_nodes"]; ok {
 		t.Fatal("cluster metrics still exported after [cluster] was removed")
+	}
+}
+
+// A start that fails logs no "started" line: the admin listener is
+// announced only once every listener is bound too.
+func TestFailedStartAnnouncesNothing(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	path := filepath.Join(t.TempDir(), "relayd.toml")
+	relaytest.WriteConfig(t, path, fmt.Sprintf("[admin]\naddress = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"plain\"\naddress = %q\n", busy.Addr().String()))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log syncbuf.Buffer
+	if d, err := Start(cfg, &log, "test"); err == nil {
+		d.Shutdown("test over")
+		t.Fatal("started although the listener's address is in use")
+	}
+	if strings.Contains(log.String(), "started") {
+		t.Fatalf("a failed start logged a \"started\" line:\n%s", log.String())
 	}
 }

@@ -103,7 +103,6 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 			_ = log.Close()
 			return nil, err
 		}
-		log.Info("admin listener started", "address", d.admin.Addr().String())
 	}
 	cl, err := d.joinCluster(cfg)
 	if err != nil {
@@ -124,6 +123,11 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 		d.closeAdmin(d.admin)
 		_ = log.Close()
 		return nil, err
+	}
+	// Announced only now that everything is bound: a start that fails
+	// logs no "started" line.
+	if d.admin != nil {
+		log.Info("admin listener started", "address", d.admin.Addr().String())
 	}
 	d.ready.Store(true)
 	d.lastReloadOK.Store(true)
