@@ -266,3 +266,29 @@ func TestFailedStartAnnouncesNothing(t *testing.T) {
 		t.Fatalf("a failed start logged a \"started\" line:\n%s", log.String())
 	}
 }
+
+// The reload summary names the listeners a reload added and removed.
+func TestReloadSummaryNamesListeners(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "relayd.toml")
+	one := "[[listener]]\nname = \"one\"\naddress = \"127.0.0.1:0\"\n"
+	two := "[[listener]]\nname = \"two\"\naddress = \"127.0.0.1:0\"\n"
+	relaytest.WriteConfig(t, path, "[reload]\nwatch = false\n"+one)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log syncbuf.Buffer
+	d, err := Start(cfg, &log, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown("test over")
+	relaytest.WriteConfig(t, path, "[reload]\nwatch = false\n"+two)
+	if err := d.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	want := `changed="listener \"two\" added,listener \"one\" removed"`
+	if !strings.Contains(log.String(), want) {
+		t.Fatalf("the reload log does not say %s:\n%s", want, log.String())
+	}
+}
