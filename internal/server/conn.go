@@ -43,6 +43,7 @@ type conn struct {
 	// Owned by the read loop.
 	id        string                 // the logged-in ClientID; "" before login
 	token     string                 // with client_id_from_token: the token id was signed in with
+	idBytes   []byte                 // with client_id_from_token: id, for rewriting FromClientID
 	sawFrame  bool                   // a complete frame arrived since deadline was last moved
 	deadline  time.Time              // login_timeout, then last complete frame + idle_timeout
 	armed     int64                  // the read deadline last set on the socket (unix nanoseconds)

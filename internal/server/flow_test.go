@@ -467,3 +467,30 @@ func TestStalledReceiversDoNotStarveAFastPair(t *testing.T) {
 	<-flooded
 	t.Logf("the fast pair moved %d MiB in %v beside 200 stalled receivers", frames*size>>20, el)
 }
+
+// A frame larger than its receiver's whole send_queue (the receiver is on
+// a listener with smaller limits than the sender's) can never fit: it is
+// dropped at once, and the sender carries on instead of waiting forever.
+func TestFrameLargerThanTheReceiversQueue(t *testing.T) {
+	s := startServer(t, configWith(listenerCfg("big", nil), listenerCfg("small", func(l *config.Listener) {
+		l.Limits.MaxPayload = 64 << 10
+		l.Limits.SendQueue = 128 << 10
+	})))
+	snd := dialClient(t, s, s.Addrs()["big"].String(), "snd")
+	small := dialClient(t, s, s.Addrs()["small"].String(), "small")
+	other := dialClient(t, s, s.Addrs()["big"].String(), "other")
+	if err := snd.Send("small", make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := snd.Send("other", []byte("next")); err != nil {
+		t.Fatal(err)
+	}
+	_ = other.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if m, err := other.Recv(); err != nil || string(m.Payload) != "next" {
+		t.Fatalf("the sender's next frame: %v, %v", m, err)
+	}
+	if d := s.Stats().Frames.Dropped[DropQueueFull]; d != 1 {
+		t.Fatalf("%d frames dropped as queue_full, want the one too large", d)
+	}
+	_ = small
+}

@@ -39,7 +39,7 @@ func (c *conn) forward(f *protocol.Frame, large *bufpool.Buf) registry.Result {
 
 // offer offers f once, to the remembered receiver or the one the registry
 // names.
-func (c *conn) offer(f *protocol.Frame, large *bufpool.Buf) registry.Result {
+func (c *conn) offer(f *protocol.Frame, large *bufpool.Buf) (r registry.Result) {
 	if p := c.lastPeer; p != nil && string(c.lastTo) == string(f.To) {
 		if r := c.deliverTo(p, f, large); r != registry.Gone {
 			return r
@@ -50,16 +50,27 @@ func (c *conn) offer(f *protocol.Frame, large *bufpool.Buf) registry.Result {
 	if !ok {
 		return registry.Gone
 	}
+	defer func() {
+		if r == registry.Gone {
+			// Still registered, yet gone: the receiver is closing (kicked,
+			// flushed at shutdown) and has not unregistered yet.
+			r = closing
+		}
+	}()
 	// Remembered before delivering: a frame in a buffer of its own is the
 	// receiver's once delivered, and f's slices with it.
 	c.lastPeer = peer
 	c.lastTo = append(c.lastTo[:0], f.To...)
-	r := c.deliverTo(peer, f, large)
+	r = c.deliverTo(peer, f, large)
 	if r == registry.Gone {
 		c.lastPeer = nil
 	}
 	return r
 }
+
+// closing is what offer returns for a receiver that is still registered
+// but closing: the frame counts as dropped "closed", not "offline".
+const closing registry.Result = 255
 
 // bufDeliverer is a Peer that can take over a frame's pooled buffer
 // instead of copying it.

@@ -47,7 +47,7 @@ func (c *conn) forwardAs(f *protocol.Frame) error {
 	}
 	b := bufpool.Get(protocol.TransferLen(len(c.id), len(f.To), len(f.Payload)))
 	defer bufpool.Put(b)
-	raw, err := protocol.AppendTransfer(b.B[:0], []byte(c.id), f.To, f.Payload)
+	raw, err := protocol.AppendTransfer(b.B[:0], c.idBytes, f.To, f.Payload)
 	if err != nil {
 		return err
 	}
@@ -69,6 +69,12 @@ func (c *conn) transfer(f *protocol.Frame, large *bufpool.Buf) error {
 		c.counts.refused[DropQueueFull].add(1)
 	case registry.Gone:
 		c.counts.refused[DropOffline].add(1)
+	case closing:
+		if c.srv.stopping.Load() {
+			c.counts.refused[DropShutdown].add(1)
+		} else {
+			c.counts.refused[DropClosed].add(1)
+		}
 	case registry.Down:
 		c.counts.refused[DropClusterDown].add(1)
 	case registry.Wait: // the wait was cut short: this connection is closing
@@ -113,6 +119,7 @@ func (c *conn) login(id []byte) error {
 		}
 		c.token = string(id)
 		id = []byte(sub)
+		c.idBytes = id
 	}
 	c.id = string(id)
 	// Registries record a login without waiting on the network (a

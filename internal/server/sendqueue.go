@@ -10,8 +10,13 @@ import (
 	"github.com/relayd/relayd/internal/registry"
 )
 
-// minBatch is the smallest buffer a send queue takes from the pool.
-const minBatch = 512
+const (
+	// minBatch is the smallest buffer a send queue takes from the pool.
+	minBatch = 512
+	// maxBatch is the largest buffer it takes for copied frames: a
+	// larger one would not save a writev.
+	maxBatch = 64 << 10
+)
 
 // sendQueue holds the frames accepted for one connection and not yet
 // written, and decides what a sender gets when one does not fit (docs/PROTOCOL.md
@@ -118,6 +123,12 @@ func (q *sendQueue) admit(n int, o *offer) registry.Result {
 		q.queued += n
 		return registry.Delivered
 	}
+	if n > o.limit {
+		// Larger than this receiver's whole send_queue (it is on a
+		// listener with a smaller one than the sender's): it can never
+		// fit, so waiting would hold the sender forever.
+		return registry.QueueFull
+	}
 	left := o.stall
 	if at := q.blockedAt.Load(); at != 0 {
 		left -= time.Duration(time.Now().UnixNano() - at)
@@ -130,6 +141,9 @@ func (q *sendQueue) admit(n int, o *offer) registry.Result {
 	return registry.Wait
 }
 
+// addWaiter registers w once. A sender that stopped waiting stays listed
+// until the next signal, which then wakes it early once, harmlessly: it
+// just offers its frame again (or sleeps on, for rate_limit).
 func (q *sendQueue) addWaiter(w *registry.Waiter) {
 	for _, x := range q.waiters {
 		if x == w {
@@ -178,7 +192,7 @@ func (q *sendQueue) take(dst []queued, stop bool) int {
 	rest := copy(q.items, q.items[n:])
 	clear(q.items[rest:])
 	q.items = q.items[:rest]
-	q.hint = min(bytes, writeChunk) // a larger buffer would not save a write
+	q.hint = min(bytes, maxBatch)
 	return n
 }
 

@@ -301,11 +301,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.park.stop() // every connection is gone: none can park any more
 		close(finished)
 	}()
+	// Flushing may take nine tenths of the time left; the last tenth is
+	// for closing what is still flushing then, so that Shutdown returns
+	// within ctx's deadline.
+	var force <-chan time.Time
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		t := time.NewTimer(left - left/10)
+		defer t.Stop()
+		force = t.C
+	}
 	select {
 	case <-finished:
 		s.logShutdown()
 		return nil
 	case <-ctx.Done():
+	case <-force:
 	}
 	s.mu.Lock()
 	select {
@@ -319,15 +330,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			c.close(ReasonShutdown, "shutdown_timeout reached")
 		}
 	}
-	// Closing the sockets ends every loop at once; wait for that briefly.
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
+	// Closing the sockets ends every loop at once; wait for that, within
+	// the deadline.
 	select {
 	case <-finished:
-	case <-t.C:
+	case <-ctx.Done():
 	}
 	s.logShutdown()
-	return ctx.Err()
+	return context.DeadlineExceeded
 }
 
 func (s *Server) logShutdown() {
@@ -353,6 +363,8 @@ func (s *Server) flush(c *conn) {
 		select {
 		case <-w.C:
 		case <-s.forced:
+			c.close(ReasonShutdown, "shutdown_timeout reached")
+			return
 		}
 	}
 	c.close(ReasonShutdown, "")

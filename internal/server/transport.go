@@ -49,19 +49,23 @@ type Accepted struct {
 	FD syscall.RawConn
 }
 
-// sndbufFor is the kernel send buffer relayd asks for on a client socket.
-// Left to autotuning, a socket whose client stops reading grows to several
-// MiB of kernel memory (and keeps it in FIN-WAIT-1 after it is closed):
-// 500 such receivers held 1.4 GiB. A fixed buffer of a quarter of the send
-// queue, between 32 KiB and 256 KiB, keeps what the kernel holds within
-// the configuration while a fast receiver still gets full loopback speed.
-func sndbufFor(sendQueue int64) int {
+// sockbufFor is the kernel buffer relayd asks for in each direction of a
+// client socket. Left to autotuning, a socket whose client stops reading
+// grows to several MiB of kernel memory (and keeps it in FIN-WAIT-1 after
+// it is closed: 500 such receivers held 1.4 GiB), and so does the receive
+// side of a sender relayd stops reading from (rule 9, rate_limit): 21 MiB
+// for one paced sender. A fixed buffer of a quarter of the send queue,
+// between 32 KiB and 256 KiB, keeps what the kernel holds within the
+// configuration; it still gives full speed on loopback and LANs, and bounds
+// one connection to about 256 KiB / RTT on long fat links.
+func sockbufFor(sendQueue int64) int {
 	return int(min(max(sendQueue/4, 32<<10), 256<<10))
 }
 
 // acceptTCP produces the Accepted for a plain TCP connection.
 func acceptTCP(tc *net.TCPConn, sendQueue int64) Accepted {
-	_ = tc.SetWriteBuffer(sndbufFor(sendQueue))
+	_ = tc.SetWriteBuffer(sockbufFor(sendQueue))
+	_ = tc.SetReadBuffer(sockbufFor(sendQueue))
 	a := Accepted{Conn: tc, Raw: tc, Remote: addrPort(tc.RemoteAddr()), Parks: true}
 	if rc, err := tc.SyscallConn(); err == nil {
 		a.FD = rc

@@ -18,8 +18,9 @@ import (
 const (
 	// writeChunk bounds one write call on connections written through
 	// their net.Conn (TLS, WebSocket), so that progress, and with it room
-	// for senders and stall detection, is seen at least every 64 KiB.
-	writeChunk = 64 << 10
+	// for senders and stall detection, is seen at least every 16 KiB (a
+	// TLS record: no extra syscall).
+	writeChunk = 16 << 10
 	// maxIOV is how many buffers one writev takes. Buffers hold many small
 	// frames each, so 64 of them are megabytes.
 	maxIOV = 64
