@@ -343,6 +343,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	go c.publishDirectory()
 	go c.beat()
+	c.dir.adoptLocal()
 	c.dir.resyncAll()
 	c.log.Info("joined cluster", "nats", nc.ConnectedUrlRedacted(), "max_payload", nc.MaxPayload())
 	return nil
@@ -523,6 +524,12 @@ func (c *Cluster) Register(ctx context.Context, id string, p registry.Peer) (reg
 	}
 	return c.dir.login(id, p), nil
 }
+
+// AdoptLocal announces the local logins this cluster has not recorded:
+// those made through another registry over the same local one until the
+// caller switched to this cluster. Start adopts what is there then; call it
+// again once logins can no longer reach the previous registry.
+func (c *Cluster) AdoptLocal() { c.dir.adoptLocal() }
 
 // Unregister implements registry.Registry.
 func (c *Cluster) Unregister(id string, p registry.Peer) { c.dir.logout(id, p) }

@@ -204,6 +204,30 @@ func (d *directory) login(id string, p registry.Peer) registry.Peer {
 	return old
 }
 
+// adoptLocal announces, with fresh generations, the local logins that this
+// directory did not record itself: those made before this cluster was
+// built (relayd ran alone, or under the cluster a reload replaced). It
+// reports how many it adopted.
+func (d *directory) adoptLocal() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var ids []string
+	d.local.Range(func(id string, _ registry.Peer) bool {
+		if _, ok := d.gens[id]; !ok {
+			ids = append(ids, id)
+		}
+		return true
+	})
+	for _, id := range ids {
+		clock := d.tick()
+		d.gens[id] = clock
+		d.refresh(id)
+		d.seq++
+		d.emit(appendChange(d.outbox, dirLogin, d.seq, clock, id))
+	}
+	return len(ids)
+}
+
 // logout removes a local login if p still holds it, and announces that.
 func (d *directory) logout(id string, p registry.Peer) {
 	d.mu.Lock()

@@ -212,6 +212,7 @@ func TestClusterReload(t *testing.T) {
 	section := func(url string) string {
 		return fmt.Sprintf("\n[cluster]\nname = \"test\"\nnode_id = \"h\"\nnats_urls = [%q]\nnode_timeout = \"1s\"\n", url)
 	}
+	early := h.dial("early") // logged in while the node runs alone
 	base := fmt.Sprintf(testConfig, h.d.AdminAddr().String(), "")
 	relaytest.WriteConfig(t, h.path, base+section(url))
 	if err := h.d.Reload("test"); err != nil {
@@ -219,6 +220,16 @@ func TestClusterReload(t *testing.T) {
 	}
 	h.waitMetric("relayd_cluster_nodes", 2)
 	other.waitMetric("relayd_cluster_nodes", 2)
+	// The node announced the login it had before it joined.
+	other.waitMetric("relayd_cluster_remote_clients", 1)
+	far := dialTo(t, other.addr, "far")
+	if err := far.Send("early", []byte("across the reload")); err != nil {
+		t.Fatal(err)
+	}
+	_ = early.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if m, err := early.Recv(); err != nil || string(m.Payload) != "across the reload" {
+		t.Fatalf("early got %v, %v", m, err)
+	}
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -408,6 +408,7 @@ func (d *Daemon) apply(cfg *config.Config) error {
 	if swapCluster {
 		if joined != nil {
 			d.reg.set(joined)
+			joined.AdoptLocal() // logins that reached the previous registry after Start
 		} else {
 			d.reg.set(d.reg.local)
 		}
