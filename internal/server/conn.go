@@ -29,7 +29,8 @@ type conn struct {
 	remote   netip.AddrPort                 // the client's address, for logs, limits and /clients
 	parks    bool                           // reads may time out harmlessly: idle connections park
 	pollable func() (syscall.RawConn, bool) // non-nil: may park on epoll when it says so
-	fd       syscall.RawConn                // non-nil: write with writev on the socket itself
+	direct   bool                           // the transport writes to sock unchanged: writev on it
+	sock     syscall.RawConn                // the TCP socket under every transport; nil when not TCP
 	counted  bool                           // guarded by ln.mu; counted in ln.perIP under remote's address
 	out      sendQueue                      // frames queued for this client
 	writers  sync.WaitGroup                 // the write goroutine, while one runs
@@ -42,8 +43,7 @@ type conn struct {
 
 	// Owned by the read loop.
 	id        string                 // the logged-in ClientID; "" before login
-	token     string                 // with client_id_from_token: the token id was signed in with
-	idBytes   []byte                 // with client_id_from_token: id, for rewriting FromClientID
+	token     *signedLogin           // with client_id_from_token: how the connection signed in
 	sawFrame  bool                   // a complete frame arrived since deadline was last moved
 	deadline  time.Time              // login_timeout, then last complete frame + idle_timeout
 	armed     int64                  // the read deadline last set on the socket (unix nanoseconds)
@@ -62,9 +62,8 @@ type conn struct {
 	idShared  atomic.Pointer[string] // id, for other goroutines; set at login
 
 	// Parking without a goroutine (park_linux.go).
-	rawConn   syscall.RawConn // the socket's descriptor, for epoll
-	parkTimer *time.Timer     // wakes the connection at its idle deadline; set at its first epoll park
-	parkToken uint64          // guarded by srv.park.mu; nonzero while parked there
+	parkTimer *time.Timer // wakes the connection at its idle deadline; set at its first epoll park
+	parkToken uint64      // guarded by srv.park.mu; nonzero while parked there
 
 	// Set once, by whoever closes the connection first.
 	closeOnce sync.Once
@@ -87,11 +86,21 @@ func newConn(l *listener, raw net.Conn) *conn {
 // attach takes what the transport produced. It runs on the connection's
 // goroutine before the read loop starts.
 func (c *conn) attach(a *Accepted) {
-	c.nc, c.remote, c.parks, c.pollable, c.fd = a.Conn, a.Remote, a.Parks, a.Pollable, a.FD
+	c.nc, c.remote, c.parks, c.pollable = a.Conn, a.Remote, a.Parks, a.Pollable
+	c.sock, c.direct = a.Socket, a.FD != nil
+	if c.sock == nil {
+		c.sock = a.FD
+	}
 	if a.TLS != nil && c.ln.st.Load().cfg.ClientIDFromCert {
 		c.idFromCert = true
 		c.certIDs = certIDs(*a.TLS)
 	}
+}
+
+// signedLogin is what a connection that signed in with a token keeps.
+type signedLogin struct {
+	token string // the login ClientID: a token may also be sent as FromClientID
+	sub   []byte // the ID it stands for, to rewrite FromClientID with
 }
 
 // Kick implements registry.Peer.

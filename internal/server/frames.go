@@ -24,7 +24,7 @@ func (c *conn) handle(f *protocol.Frame) error {
 		return protocol.SecondLogin
 	}
 	if string(f.ID) != c.id {
-		if c.token == "" || string(f.ID) != c.token {
+		if c.token == nil || string(f.ID) != c.token.token {
 			return protocol.FromMismatch
 		}
 		// A client that signs in with a token may also send with the
@@ -47,7 +47,7 @@ func (c *conn) forwardAs(f *protocol.Frame) error {
 	}
 	b := bufpool.Get(protocol.TransferLen(len(c.id), len(f.To), len(f.Payload)))
 	defer bufpool.Put(b)
-	raw, err := protocol.AppendTransfer(b.B[:0], c.idBytes, f.To, f.Payload)
+	raw, err := protocol.AppendTransfer(b.B[:0], c.token.sub, f.To, f.Payload)
 	if err != nil {
 		return err
 	}
@@ -117,9 +117,8 @@ func (c *conn) login(id []byte) error {
 		if err != nil {
 			return &tokenError{err}
 		}
-		c.token = string(id)
-		id = []byte(sub)
-		c.idBytes = id
+		c.token = &signedLogin{token: string(id), sub: []byte(sub)}
+		id = c.token.sub
 	}
 	c.id = string(id)
 	// Registries record a login without waiting on the network (a

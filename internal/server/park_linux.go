@@ -43,7 +43,6 @@ func (p *parker) park(c *conn) bool {
 	if !ok {
 		return false // the transport holds bytes no epoll event would announce
 	}
-	c.rawConn = rc
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -67,7 +66,7 @@ func (p *parker) park(c *conn) bool {
 		op = syscall.EPOLL_CTL_ADD
 	}
 	var ctlErr error
-	err := c.rawConn.Control(func(fd uintptr) { ctlErr = syscall.EpollCtl(p.epfd, op, int(fd), &ev) })
+	err := rc.Control(func(fd uintptr) { ctlErr = syscall.EpollCtl(p.epfd, op, int(fd), &ev) })
 	if err != nil || ctlErr != nil {
 		// Closed meanwhile, most likely: let the goroutine path find out.
 		return false

@@ -52,6 +52,10 @@ type sendQueue struct {
 
 	writeArmed int64 // owned by the writer; when the write deadline was last moved (unix nanoseconds)
 
+	// unsentAt is what the kernel still had to send on the socket (SIOCOUTQ)
+	// at blockedAt; -1 when unknown. Written with blockedAt.
+	unsentAt atomic.Int64
+
 	// blockedAt is when the writer last found the socket full with nothing
 	// accepted since (unix nanoseconds); 0 while the socket takes data.
 	// Written by the writer, read by senders.
@@ -71,12 +75,18 @@ type offer struct {
 	limit  int           // send_queue
 	stall  time.Duration // stall_timeout
 	waiter *registry.Waiter
-	writer writerStarter
+	writer queueOwner
 }
 
-// writerStarter starts the write goroutine; the queue calls it with its
-// lock held, at most once until the writer has stopped.
-type writerStarter interface{ startWriter() }
+// queueOwner is the connection a queue belongs to.
+type queueOwner interface {
+	// startWriter starts the write goroutine; the queue calls it with its
+	// lock held, at most once until the writer has stopped.
+	startWriter()
+	// unsent returns the bytes the kernel has yet to get acknowledged on
+	// the socket, -1 when it cannot tell.
+	unsent() int
+}
 
 // push copies frame into the queue, or says why it cannot (see
 // registry.Result). On Wait, w is registered and w.Max set.
@@ -131,7 +141,11 @@ func (q *sendQueue) admit(n int, o *offer) registry.Result {
 	}
 	left := o.stall
 	if at := q.blockedAt.Load(); at != 0 {
-		left -= time.Duration(time.Now().UnixNano() - at)
+		now := time.Now().UnixNano()
+		left -= time.Duration(now - at)
+		if left <= 0 && q.movedSinceBlocked(o, now) {
+			left = o.stall
+		}
 	}
 	if left <= 0 || o.waiter == nil {
 		return registry.QueueFull
@@ -206,11 +220,33 @@ func (q *sendQueue) written(n int) {
 	q.mu.Unlock()
 }
 
-// blocked records that the socket has just refused more bytes.
-func (q *sendQueue) blocked() {
+// blocked records that the socket has just refused more bytes, and what
+// the kernel had left to send then (-1: unknown).
+func (q *sendQueue) blocked(unsent int) {
 	if q.blockedAt.Load() == 0 {
+		q.unsentAt.Store(int64(unsent))
 		q.blockedAt.Store(time.Now().UnixNano())
 	}
+}
+
+// movedSinceBlocked tells relayd's own backlog from a stalled receiver.
+// The writer last found the socket full stall_timeout ago; if the kernel
+// has sent (and had acknowledged) bytes since, the receiver is reading
+// and only relayd is behind: its writer has not run since the socket
+// took the data (a busy CPU, many connections). The receiver then counts
+// as moving from now on.
+func (q *sendQueue) movedSinceBlocked(o *offer, now int64) bool {
+	before := q.unsentAt.Load()
+	if before < 0 {
+		return false
+	}
+	u := o.writer.unsent()
+	if u < 0 || int64(u) >= before {
+		return false
+	}
+	q.unsentAt.Store(int64(u))
+	q.blockedAt.Store(now)
+	return true
 }
 
 // pending returns the bytes accepted and not yet written.

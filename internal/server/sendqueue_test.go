@@ -19,6 +19,7 @@ func testOffer(limit int, w *registry.Waiter, starts *int) *offer {
 type startCounter struct{ n *int }
 
 func (s startCounter) startWriter() { *s.n++ }
+func (s startCounter) unsent() int  { return -1 }
 
 func frameOf(s string) []byte {
 	f, err := protocol.AppendTransfer(nil, "a", "b", []byte(s))
@@ -158,7 +159,7 @@ func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
 	}
 
 	// The socket refuses bytes from now on.
-	q.blocked()
+	q.blocked(-1)
 	if r := q.push(f, o); r != registry.Wait {
 		t.Fatalf("blocked for less than stall_timeout: %v, want Wait", r)
 	}
@@ -175,5 +176,35 @@ func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
 	}
 	if r := q.push(f, o); r != registry.Wait {
 		t.Fatalf("a receiver that recovered: %v, want Wait", r)
+	}
+}
+
+// fakeSocket is a queue owner whose kernel has n bytes left to send.
+type fakeSocket struct{ n int }
+
+func (f *fakeSocket) startWriter() {}
+func (f *fakeSocket) unsent() int  { return f.n }
+
+// A full queue whose socket was found full stall_timeout ago is stalled
+// only if the kernel has sent nothing since: when it has, the receiver is
+// reading and relayd's writer is merely behind, so the sender waits.
+func TestSendQueueTellsItsOwnBacklogFromAStall(t *testing.T) {
+	var q sendQueue
+	sock := &fakeSocket{n: 100 << 10}
+	w := registry.NewWaiter()
+	o := &offer{limit: 1000, stall: 250 * time.Millisecond, waiter: w, writer: sock}
+	f := frameOf(string(make([]byte, 600)))
+	if r := q.push(f, o); r != registry.Delivered {
+		t.Fatal(r)
+	}
+	q.blocked(sock.unsent())
+	q.blockedAt.Store(time.Now().Add(-time.Second).UnixNano()) // the writer has not run since
+	sock.n = 40 << 10                                          // but the kernel sent 60 KiB meanwhile
+	if r := q.push(f, o); r != registry.Wait {
+		t.Fatalf("the kernel is sending, relayd is behind: %v, want Wait", r)
+	}
+	q.blockedAt.Store(time.Now().Add(-time.Second).UnixNano())
+	if r := q.push(f, o); r != registry.QueueFull {
+		t.Fatalf("the kernel sent nothing more for stall_timeout: %v, want QueueFull", r)
 	}
 }

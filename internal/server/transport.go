@@ -43,6 +43,10 @@ type Accepted struct {
 	// whether Conn holds no buffered bytes that readability of the socket
 	// would not announce. Nil: never park on epoll.
 	Pollable func() (syscall.RawConn, bool)
+	// Socket is the TCP socket under Conn, whatever transport is on top:
+	// the writer asks it how much the kernel has yet to send, to tell a
+	// stalled receiver from its own backlog.
+	Socket syscall.RawConn
 	// FD, when set, is the socket Conn writes to unchanged: the writer
 	// then writes batches with writev on it directly, seeing each
 	// syscall's progress.
@@ -68,7 +72,7 @@ func acceptTCP(tc *net.TCPConn, sendQueue int64) Accepted {
 	_ = tc.SetReadBuffer(sockbufFor(sendQueue))
 	a := Accepted{Conn: tc, Raw: tc, Remote: addrPort(tc.RemoteAddr()), Parks: true}
 	if rc, err := tc.SyscallConn(); err == nil {
-		a.FD = rc
+		a.FD, a.Socket = rc, rc
 		a.Pollable = func() (syscall.RawConn, bool) { return rc, true }
 	}
 	return a

@@ -61,6 +61,16 @@ func (c *conn) settle(r registry.Result) registry.Result {
 	return r
 }
 
+// unsent implements queueOwner.
+func (c *conn) unsent() int {
+	if c.sock == nil {
+		return -1
+	}
+	n := -1
+	_ = c.sock.Control(func(fd uintptr) { n = unsentOn(fd) })
+	return n
+}
+
 // startWriter starts the write goroutine. The send queue calls it, with its
 // lock held, only while the queue is open, and close happens under the
 // same lock: so no writer starts after close, and finish's Wait is safe.
@@ -117,7 +127,7 @@ func (c *conn) writeBatch(bt *batch, n int) error {
 	done, off := 0, 0 // items wholly written; bytes of the next one written
 	for done < n && err == nil {
 		var w int
-		if c.fd != nil {
+		if c.direct {
 			w, err = c.writev(bt, done, n, off)
 		} else {
 			w, err = c.writeChunk(bt.items[done].b.B[off:])
@@ -196,7 +206,7 @@ func (c *conn) writev(bt *batch, from, to, off int) (int, error) {
 	}
 	var n int
 	var errno syscall.Errno
-	err := c.fd.Write(func(fd uintptr) bool {
+	err := c.sock.Write(func(fd uintptr) bool {
 		for {
 			r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 			switch e {
@@ -206,7 +216,7 @@ func (c *conn) writev(bt *batch, from, to, off int) (int, error) {
 			case unix.EINTR:
 				continue
 			case unix.EAGAIN:
-				c.out.blocked()
+				c.out.blocked(unsentOn(fd))
 				return false // wait until the socket takes data again
 			default:
 				errno = e
@@ -229,7 +239,7 @@ func (c *conn) writev(bt *batch, from, to, off int) (int, error) {
 // gives no finer view of its progress.
 func (c *conn) writeChunk(b []byte) (int, error) {
 	b = b[:min(len(b), writeChunk)]
-	c.out.blocked()
+	c.out.blocked(c.unsent())
 	return c.nc.Write(b)
 }
 
