@@ -1,6 +1,6 @@
 // Command relayd-bench generates load against a relay and measures it.
 //
-//	relayd-bench throughput --pairs 64 --size 1024 --duration 10s [--server-pid PID]
+//	relayd-bench throughput --pairs 64 --size 1024 --duration 10s [--closed-loop] [--server-pid PID]
 //	relayd-bench latency --pairs 1 --size 64 [--rate 10000]
 //	relayd-bench idle --conns 10000 --server-pid PID
 //
@@ -30,11 +30,12 @@ func main() {
 const usage = `usage: relayd-bench MODE [flags]
 
 modes:
-  throughput   sender → receiver pairs flat out; frames/s and MB/s at the receivers
+  throughput   sender → receiver pairs flat out (open loop by default); frames/s and MB/s
+               at the receivers, frames dropped, reordered and in flight
   latency      ping-pong round trips, or one-way latency at a fixed --rate
   idle         many logged-in, heart-beating connections; server memory per connection
 
-relayd-bench MODE -h lists a mode's flags.
+relayd-bench MODE -h lists the flags (one set for every mode; each says which modes use it).
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -53,7 +54,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	pairs := fs.Int("pairs", 1, "sender/receiver pairs (throughput, latency)")
 	size := fs.Int("size", 64, "payload `bytes` (throughput, latency)")
-	window := fs.Int("window", 4<<20, "`bytes` a sender may have in flight to its receiver (throughput)")
+	openLoop := fs.Bool("open-loop", true, "senders write as fast as TCP allows, through a buffer written when full, no window (throughput)")
+	closedLoop := fs.Bool("closed-loop", false, "senders keep at most --window bytes ahead of their receivers; the same as --open-loop=false (throughput)")
+	window := fs.Int("window", 4<<20, "`bytes` a sender may have in flight to its receiver, closed loop (throughput)")
+	settle := fs.Duration("settle", 2*time.Second, "after the window, how long frames in flight may take to arrive before they count as dropped (throughput)")
 	direct := fs.Bool("direct", false, "no relay: send the same frames straight between two sockets, the ceiling (throughput)")
 	rate := fs.Float64("rate", 0, "open-loop frames/s in all; 0 = closed-loop ping-pong (latency)")
 	conns := fs.Int("conns", 10000, "connections to hold (idle)")
@@ -83,10 +87,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			run = bench.Direct
 		}
 		var r *bench.ThroughputResult
-		r, err = run(ctx, bench.ThroughputConfig{Common: c, Pairs: *pairs, Size: *size, Window: *window})
+		r, err = run(ctx, bench.ThroughputConfig{Common: c, Pairs: *pairs, Size: *size,
+			OpenLoop: *openLoop && !*closedLoop, Window: *window, Settle: *settle})
 		res, human = r, func() string {
-			return fmt.Sprintf("%s  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  drops=%d reordered=%d  server=%s bench=%.2f cores",
-				r.Mode, r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.Drops, r.Reordered, cores(r.ServerCores), r.BenchCores)
+			return fmt.Sprintf("%s (%s loop)  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  in flight=%d  sent=%d drops=%d gaps=%d reordered=%d  server=%s bench=%.2f cores",
+				r.Mode, r.Loop, r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.InFlight, r.Sent, r.Drops, r.Gaps, r.Reordered, cores(r.ServerCores), r.BenchCores)
 		}
 	case "latency":
 		var r *bench.LatencyResult
