@@ -57,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	openLoop := fs.Bool("open-loop", true, "senders write as fast as TCP allows, through a buffer written when full, no window (throughput)")
 	closedLoop := fs.Bool("closed-loop", false, "senders keep at most --window bytes ahead of their receivers; the same as --open-loop=false (throughput)")
 	window := fs.Int("window", 4<<20, "`bytes` a sender may have in flight to its receiver, closed loop (throughput)")
-	settle := fs.Duration("settle", 2*time.Second, "after the window, how long frames in flight may take to arrive before they count as dropped (throughput)")
+	settle := fs.Duration("settle", 2*time.Second, "after the window, frames still in flight count as dropped once none has arrived for this long (throughput)")
 	direct := fs.Bool("direct", false, "no relay: send the same frames straight between two sockets, the ceiling (throughput)")
 	rate := fs.Float64("rate", 0, "open-loop frames/s in all; 0 = closed-loop ping-pong (latency)")
 	conns := fs.Int("conns", 10000, "connections to hold (idle)")

@@ -83,8 +83,10 @@ type ThroughputConfig struct {
 	// relay's clients). Otherwise (closed loop) a sender keeps at most
 	// Window bytes ahead of what its receiver has counted.
 	OpenLoop bool
-	Window   int           // closed loop: bytes a sender may have in flight to its receiver
-	Settle   time.Duration // after the window: how long the frames in flight may take to arrive
+	Window   int // closed loop: bytes a sender may have in flight to its receiver
+	// After the window the senders stop; the frames still in flight count
+	// as dropped once none has arrived for Settle.
+	Settle time.Duration
 }
 
 // ThroughputResult is what the receivers counted in the measured window,
@@ -362,7 +364,8 @@ func measure(ctx context.Context, cfg *ThroughputConfig, stats []pairStats, snd 
 	res.FramesPerSec = float64(res.Frames) / el
 	res.MBPerSec = res.FramesPerSec * float64(cfg.Size) / 1e6
 
-	if err := settle(ctx, cfg.Settle, snd, errc, func() bool { f, _, _ := snapshot(); return f >= sent() }); err != nil {
+	received := func() uint64 { f, _, _ := snapshot(); return f }
+	if err := settle(ctx, cfg.Settle, snd, errc, received, sent); err != nil {
 		return nil, err
 	}
 	res.Received, _, _ = snapshot()
@@ -374,27 +377,38 @@ func measure(ctx context.Context, cfg *ThroughputConfig, stats []pairStats, snd 
 	return res, nil
 }
 
+// settleCap bounds the settle period however steadily frames keep
+// arriving: a relay with gigabytes queued could otherwise stretch a run by
+// minutes.
+const settleCap = time.Minute
+
 // settle stops the senders, waits until they have flushed, then until
-// arrived reports that everything sent has arrived, for at most d in all.
-// What has not arrived by then counts as dropped.
-func settle(ctx context.Context, d time.Duration, snd *senders, errc <-chan error, arrived func() bool) error {
+// everything sent has arrived, or no frame has arrived for quiet (or
+// settleCap has passed). What has not arrived by then counts as dropped.
+func settle(ctx context.Context, quiet time.Duration, snd *senders, errc <-chan error, received, sent func() uint64) error {
 	snd.stop.Store(true)
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
 	flushed := make(chan struct{})
 	go func() { snd.wg.Wait(); close(flushed) }()
 	poll := time.NewTicker(5 * time.Millisecond)
 	defer poll.Stop()
+	start := time.Now()
+	last, lastAt := received(), start
 	for {
 		select {
 		case <-flushed:
 			flushed = nil // a nil channel: never again
 		case <-poll.C:
-			if flushed == nil && arrived() {
+			now := time.Now()
+			n := received()
+			if flushed == nil && n >= sent() {
 				return nil
 			}
-		case <-deadline.C:
-			return nil
+			if n != last {
+				last, lastAt = n, now
+			}
+			if now.Sub(lastAt) > quiet || now.Sub(start) > settleCap {
+				return nil
+			}
 		case err := <-errc:
 			return err
 		case <-ctx.Done():
