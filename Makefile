@@ -29,8 +29,9 @@ test: lint
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./internal/...
 
-# relayd vs nats-server v2.15.2 vs direct loopback, pinned, one run:
-# docs/benchmarks/{results.json,table.md,chart.svg}. About five minutes.
+# relayd vs nats-server v2.15.2 vs direct loopback (on one core and on two),
+# pinned, open loop (LOOP=closed for the credit window), one run:
+# docs/benchmarks/{results.json,table.md,chart.svg}. About seven minutes.
 bench-compare:
 	bench/compare.sh
 

@@ -61,7 +61,7 @@ func main() {
 	fs.BoolVar(&o.openLoop, "open-loop", true, "publish as fast as the connection allows, no window")
 	closedLoop := fs.Bool("closed-loop", false, "keep at most --window bytes in flight per publisher (--open-loop=false)")
 	fs.IntVar(&o.window, "window", 4<<20, "bytes a publisher may have in flight, closed loop")
-	fs.DurationVar(&o.settle, "settle", 2*time.Second, "after the window, how long messages in flight may take to arrive")
+	fs.DurationVar(&o.settle, "settle", 2*time.Second, "after the window, messages in flight count as dropped once none has arrived for this long")
 	fs.IntVar(&o.conns, "conns", 10000, "idle connections")
 	fs.IntVar(&o.parallel, "parallel", 64, "concurrent dials (idle)")
 	fs.DurationVar(&o.heartbeat, "heartbeat", 30*time.Second, "client PING interval (idle)")
@@ -112,6 +112,10 @@ func throughput(o opts) (map[string]any, error) {
 	}()
 	var stop atomic.Bool
 	var wg sync.WaitGroup
+	// Publishers start together once every pair is connected: connecting
+	// while others already publish flat out can take longer than
+	// nats.go's connect timeout.
+	start := make(chan struct{})
 	var slow atomic.Uint64 // slow consumer errors, reported by either end
 	onErr := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrSlowConsumer) {
@@ -156,6 +160,7 @@ func throughput(o opts) (map[string]any, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			<-start
 			payload := make([]byte, o.size)
 			var sent int64
 			for seq := uint64(0); !stop.Load(); seq++ {
@@ -187,23 +192,31 @@ func throughput(o opts) (map[string]any, error) {
 		}
 		return
 	}
+	close(start)
 	time.Sleep(o.warmup)
 	f0, _, _ := snap()
-	sc, bc, start := cpu(o.pid), cpu(os.Getpid()), time.Now()
+	sc, bc, began := cpu(o.pid), cpu(os.Getpid()), time.Now()
 	time.Sleep(o.duration)
 	f1, _, _ := snap() // received first: sent is counted before a message goes out
 	s1 := sent()
-	el := time.Since(start).Seconds()
+	el := time.Since(began).Seconds()
 	sc1, bc1 := cpu(o.pid), cpu(os.Getpid())
 
 	// Settle: stop publishing, let what is in flight arrive.
 	stop.Store(true)
 	flushed := make(chan struct{})
 	go func() { wg.Wait(); close(flushed) }()
-	deadline := time.Now().Add(o.settle)
 	<-flushed
-	for time.Now().Before(deadline) {
-		if f, _, _ := snap(); f >= sent() {
+	// Until everything has arrived, or nothing has for --settle.
+	last, lastAt, settling := uint64(0), time.Now(), time.Now()
+	for time.Since(settling) < time.Minute {
+		f, _, _ := snap()
+		if f >= sent() {
+			break
+		}
+		if f != last {
+			last, lastAt = f, time.Now()
+		} else if time.Since(lastAt) > o.settle {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
