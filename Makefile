@@ -8,7 +8,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BINARIES := relayd relayd-client
 NFPM     := $(GO) tool -modfile=tools/nfpm.mod nfpm
 
-.PHONY: all build test bench bench-compare fuzz lint run certs package clean
+.PHONY: all build test bench bench-compare soak fuzz lint run certs package clean
 
 all: build
 
@@ -34,6 +34,16 @@ bench:
 # docs/benchmarks/{results.json,table.md,chart.svg}. About seven minutes.
 bench-compare:
 	bench/compare.sh
+
+# Five minutes of an in-process relayd under open-loop pairs, stalls,
+# receivers that never read, takeover storms and reconnects, then SIGTERM:
+# one summary line, exit 1 on any frame lost without a counted reason,
+# corrupted or reordered. Not part of test. SOAK_FLAGS="--seed N" repeats a run.
+SOAK_DURATION ?= 5m
+soak:
+	@mkdir -p bin
+	$(GO) build -o bin/relayd-bench ./cmd/relayd-bench
+	bin/relayd-bench soak --duration $(SOAK_DURATION) $(SOAK_FLAGS)
 
 # Fuzz the frame reader for a while (FUZZTIME=5m for longer).
 FUZZTIME ?= 1m

@@ -3,6 +3,7 @@
 //	relayd-bench throughput --pairs 64 --size 1024 --duration 10s [--closed-loop] [--server-pid PID]
 //	relayd-bench latency --pairs 1 --size 64 [--rate 10000]
 //	relayd-bench idle --conns 10000 --server-pid PID
+//	relayd-bench soak [--duration 5m] [--pairs 12] [--size 1048576] [--seed N]
 //
 // Human-readable output, with a live progress line on a terminal; --json
 // prints one JSON object instead.
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/internal/bench"
+	"github.com/relayd/relayd/internal/soak"
 )
 
 func main() {
@@ -34,6 +36,9 @@ modes:
                at the receivers, frames dropped, reordered and in flight
   latency      ping-pong round trips, or one-way latency at a fixed --rate
   idle         many logged-in, heart-beating connections; server memory per connection
+  soak         an in-process relayd under a random mix of open-loop pairs, stalls, takeover
+               storms and reconnects, then SIGTERM; one summary line, exit 1 on any frame
+               lost without a counted reason, corrupted or reordered
 
 relayd-bench MODE -h lists the flags (one set for every mode; each says which modes use it).
 `
@@ -50,10 +55,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:33333", "relay `address`")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "the relay's `PID`, to measure its CPU and memory")
 	fs.DurationVar(&c.Warmup, "warmup", time.Second, "traffic before the measured window")
-	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "the measured window")
+	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "the measured window; soak: the traffic before the SIGTERM, default 5m")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	pairs := fs.Int("pairs", 1, "sender/receiver pairs (throughput, latency)")
-	size := fs.Int("size", 64, "payload `bytes` (throughput, latency)")
+	pairs := fs.Int("pairs", 1, "sender/receiver pairs (throughput, latency; soak: default 12)")
+	size := fs.Int("size", 64, "payload `bytes` (throughput, latency); soak: the largest, default 1 MiB")
 	openLoop := fs.Bool("open-loop", true, "senders write as fast as TCP allows, through a buffer written when full, no window (throughput)")
 	closedLoop := fs.Bool("closed-loop", false, "senders keep at most --window bytes ahead of their receivers; the same as --open-loop=false (throughput)")
 	window := fs.Int("window", 4<<20, "`bytes` a sender may have in flight to its receiver, closed loop (throughput)")
@@ -63,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	conns := fs.Int("conns", 10000, "connections to hold (idle)")
 	heartbeat := fs.Duration("heartbeat", 30*time.Second, "heartbeat interval of idle connections (idle)")
 	parallel := fs.Int("parallel", 64, "concurrent dials (idle)")
+	seed := fs.Uint64("seed", 0, "random seed, to repeat a run; 0 = from the clock (soak)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -73,12 +79,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		c.Progress = func(line string) { fmt.Fprintf(stderr, "\r\033[K%s", line) }
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	stopOn := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if mode == "soak" {
+		stopOn = stopOn[:1] // the soak sends itself SIGTERM: its relay's shutdown signal
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
 	defer stop()
 	var (
-		res   any
-		err   error
-		human func() string
+		res    any
+		err    error
+		human  func() string
+		failed bool // the run worked and found something wrong
 	)
 	switch mode {
 	case "throughput":
@@ -111,6 +124,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return fmt.Sprintf("idle  conns=%d  server RSS %.1f MiB → %.1f MiB  %.0f bytes per connection  (logged in in %.1fs)",
 				r.Conns, float64(r.ServerRSSStart)/(1<<20), float64(r.ServerRSSEnd)/(1<<20), r.BytesPerConn, r.DialSeconds)
 		}
+	case "soak":
+		cfg := soak.Config{Seed: *seed, Log: stderr, Progress: c.Progress}
+		if set["duration"] {
+			cfg.Duration = c.Duration
+		}
+		if set["pairs"] {
+			cfg.Pairs = *pairs
+		}
+		if set["size"] {
+			cfg.MaxSize = *size
+		}
+		var r *soak.Result
+		r, err = soak.Run(ctx, cfg)
+		res, human = r, func() string { return r.String() }
+		failed = err == nil && !r.OK()
 	default:
 		fmt.Fprintf(stderr, "relayd-bench: unknown mode %q\n\n%s", mode, usage)
 		return 2
@@ -124,12 +152,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
-		if err := enc.Encode(res); err != nil {
+		if err := enc.Encode(res); err != nil || failed {
 			return 1
 		}
 		return 0
 	}
 	fmt.Fprintln(stdout, human())
+	if failed {
+		return 1
+	}
 	return 0
 }
 
