@@ -1,0 +1,33 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// One -h, whatever the mode, lists the flags of every mode.
+func TestHelpListsEveryFlag(t *testing.T) {
+	for _, mode := range []string{"throughput", "latency", "idle", "soak"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{mode, "-h"}, &out, &errb); code != 0 {
+			t.Fatalf("%s -h: exit %d", mode, code)
+		}
+		for _, flag := range []string{
+			"-addr", "-server-pid", "-warmup", "-duration", "-json", "-pairs", "-size",
+			"-open-loop", "-closed-loop", "-window", "-settle", "-direct",
+			"-rate", "-conns", "-heartbeat", "-parallel", "-seed",
+		} {
+			if !strings.Contains(errb.String(), flag+" ") && !strings.Contains(errb.String(), flag+"\n") {
+				t.Errorf("%s -h does not list %s", mode, flag)
+			}
+		}
+	}
+}
+
+func TestUnknownMode(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"nonsense"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown mode "nonsense"`) {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+}
