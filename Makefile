@@ -16,7 +16,7 @@ MD2MAN   := $(GO) tool -modfile=tools/md2man.mod go-md2man
 MANPAGES := relayd.8 relayd.toml.5 relayd-client.1
 MANDATE  := $(shell git log -1 --format=%cs 2>/dev/null || date +%F)
 
-.PHONY: all build test bench bench-compare fuzz lint run certs man package clean cluster-demo
+.PHONY: all build test bench bench-compare soak fuzz lint run certs man package clean cluster-demo
 
 all: build
 
@@ -37,10 +37,21 @@ test: lint
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./internal/...
 
-# relayd vs nats-server v2.15.2 vs direct loopback, pinned, one run:
-# docs/benchmarks/{results.json,table.md,chart.svg}. About five minutes.
+# relayd vs nats-server v2.15.2 vs direct loopback (on one core and on two),
+# pinned, open loop (LOOP=closed for the credit window), one run:
+# docs/benchmarks/{results.json,table.md,chart.svg}. About seven minutes.
 bench-compare:
 	bench/compare.sh
+
+# Five minutes of an in-process relayd under open-loop pairs, stalls,
+# receivers that never read, takeover storms and reconnects, then SIGTERM:
+# one summary line, exit 1 on any frame lost without a counted reason,
+# corrupted or reordered. Not part of test. SOAK_FLAGS="--seed N" repeats a run.
+SOAK_DURATION ?= 5m
+soak:
+	@mkdir -p bin
+	$(GO) build -o bin/relayd-bench ./cmd/relayd-bench
+	bin/relayd-bench soak --duration $(SOAK_DURATION) $(SOAK_FLAGS)
 
 # Fuzz the frame reader for a while (FUZZTIME=5m for longer).
 FUZZTIME ?= 1m

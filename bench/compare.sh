@@ -3,10 +3,14 @@
 # ceiling measured side by side in one run, on the same shapes.
 #
 # On a 2-core machine the server is pinned to one core and the load
-# generator to the other, and every cell gets a fresh server. Results go to
-# $OUT (default docs/benchmarks): results.json, table.md and chart.svg.
+# generator to the other, and every cell gets a fresh server. Senders are
+# open loop (flat out, no window) unless LOOP=closed. The direct ceiling is
+# measured on the load generator's core alone (the fair ceiling for a
+# pinned relay: its generator does there what one-core direct does) and on
+# both cores. Results go to $OUT (default docs/benchmarks): results.json,
+# table.md and chart.svg.
 #
-#   DURATION=5s WARMUP=1s IDLE_CONNS=10000 LAT_ROUNDS=3 bench/compare.sh
+#   LOOP=open DURATION=5s WARMUP=1s IDLE_CONNS=10000 LAT_ROUNDS=3 bench/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +19,7 @@ DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 LAT_ROUNDS=${LAT_ROUNDS:-3}
+LOOP=${LOOP:-open}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 RELAYD_PORT=${RELAYD_PORT:-23333} # below 32768: clear of ephemeral ports
@@ -80,6 +85,14 @@ record() { # record SYSTEM JSON
     printf '{"system":"%s","result":%s}\n' "$1" "$2" >>"$results"
 }
 common="--warmup $WARMUP --duration $DURATION"
+case "$LOOP" in
+open) loop="--open-loop" ;;
+closed) loop="--closed-loop" ;;
+*) echo "LOOP must be open or closed, not $LOOP" >&2; exit 2 ;;
+esac
+# Numbers taken while others compile are noise: say how busy the machine was.
+load_avg() { cut -d' ' -f1-3 /proc/loadavg; }
+load_before=$(load_avg)
 bench() { taskset -c "$BENCH_CPU" "$@"; }
 
 for size in 64 1024 65536 1048576; do
@@ -87,15 +100,18 @@ for size in 64 1024 65536 1048576; do
         echo "throughput: ${size} B x ${pairs} pairs" >&2
         start_server relayd
         record relayd "$(bench bin/relayd-bench throughput --addr "127.0.0.1:$RELAYD_PORT" --server-pid "$server_pid" \
-            --pairs "$pairs" --size "$size" $common --json)"
+            --pairs "$pairs" --size "$size" $loop $common --json)"
         stop_server
         start_server nats
         record nats "$(bench bin/natsbench throughput --url "nats://127.0.0.1:$NATS_PORT" --server-pid "$server_pid" \
-            --pairs "$pairs" --size "$size" $common)"
+            --pairs "$pairs" --size "$size" $loop $common)"
         stop_server
-        # The ceiling: both ends in one process, on both cores.
-        record direct "$(taskset -c "$SERVER_CPU,$BENCH_CPU" bin/relayd-bench throughput --direct \
-            --pairs "$pairs" --size "$size" $common --json)"
+        # The ceilings: both ends in one process, on the load generator's
+        # core alone, then on both cores.
+        record direct1 "$(bench bin/relayd-bench throughput --direct \
+            --pairs "$pairs" --size "$size" $loop $common --json)"
+        record direct2 "$(taskset -c "$SERVER_CPU,$BENCH_CPU" bin/relayd-bench throughput --direct \
+            --pairs "$pairs" --size "$size" $loop $common --json)"
     done
 done
 
@@ -121,4 +137,5 @@ record nats "$(bench bin/natsbench idle --url "nats://127.0.0.1:$NATS_PORT" --se
     --conns "$IDLE_CONNS" --duration 3s)"
 stop_server
 
+record machine "{\"mode\":\"machine\",\"loop\":\"$LOOP\",\"load_before\":\"$load_before\",\"load_after\":\"$(load_avg)\",\"commit\":\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\"}"
 bin/bench-report -in "$results" -table "$OUT/table.md" -chart "$OUT/chart.svg"

@@ -3,7 +3,7 @@
 // bench/compare.sh. Each relayd client becomes one NATS connection: a
 // receiver subscribes to its own subject, a sender publishes to it.
 //
-//	natsbench throughput --url nats://127.0.0.1:4222 --pairs 64 --size 1024
+//	natsbench throughput --url nats://127.0.0.1:4222 --pairs 64 --size 1024 [--closed-loop]
 //	natsbench latency --pairs 1 --size 64
 //	natsbench idle --conns 10000 --server-pid PID
 //
@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -37,6 +38,8 @@ type opts struct {
 	pairs     int
 	size      int
 	window    int
+	openLoop  bool
+	settle    time.Duration
 	conns     int
 	parallel  int
 	heartbeat time.Duration
@@ -55,11 +58,15 @@ func main() {
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measured window")
 	fs.IntVar(&o.pairs, "pairs", 1, "publisher/subscriber pairs")
 	fs.IntVar(&o.size, "size", 64, "payload bytes")
-	fs.IntVar(&o.window, "window", 4<<20, "bytes a publisher may have in flight")
+	fs.BoolVar(&o.openLoop, "open-loop", true, "publish as fast as the connection allows, no window")
+	closedLoop := fs.Bool("closed-loop", false, "keep at most --window bytes in flight per publisher (--open-loop=false)")
+	fs.IntVar(&o.window, "window", 4<<20, "bytes a publisher may have in flight, closed loop")
+	fs.DurationVar(&o.settle, "settle", 2*time.Second, "after the window, messages in flight count as dropped once none has arrived for this long")
 	fs.IntVar(&o.conns, "conns", 10000, "idle connections")
 	fs.IntVar(&o.parallel, "parallel", 64, "concurrent dials (idle)")
 	fs.DurationVar(&o.heartbeat, "heartbeat", 30*time.Second, "client PING interval (idle)")
 	_ = fs.Parse(os.Args[2:])
+	o.openLoop = o.openLoop && !*closedLoop
 
 	var res any
 	var err error
@@ -86,10 +93,15 @@ func connect(o opts, extra ...nats.Option) (*nats.Conn, error) {
 }
 
 type pairStats struct {
-	frames, drops, reordered atomic.Uint64
-	recvBytes                atomic.Int64
+	sent                    atomic.Uint64 // counted before Publish
+	frames, gaps, reordered atomic.Uint64
+	recvBytes               atomic.Int64
 }
 
+// throughput publishes flat out from one connection per pair to a
+// subscriber on another, open loop by default: nats.go buffers what is
+// published and writes when its buffer fills, so TCP paces the publisher.
+// Closed loop keeps at most --window bytes in flight, like relayd-bench.
 func throughput(o opts) (map[string]any, error) {
 	stats := make([]pairStats, o.pairs)
 	var conns []*nats.Conn
@@ -100,80 +112,128 @@ func throughput(o opts) (map[string]any, error) {
 	}()
 	var stop atomic.Bool
 	var wg sync.WaitGroup
+	// Publishers start together once every pair is connected: connecting
+	// while others already publish flat out can take longer than
+	// nats.go's connect timeout.
+	start := make(chan struct{})
+	var slow atomic.Uint64 // slow consumer errors, reported by either end
+	onErr := nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrSlowConsumer) {
+			slow.Add(1)
+		}
+	})
 	cost := int64(o.size + 64)
 	for i := 0; i < o.pairs; i++ {
 		st := &stats[i]
 		subj := fmt.Sprintf("bench.%d", i)
-		sub, err := connect(o)
+		sub, err := connect(o, onErr)
 		if err != nil {
 			return nil, err
 		}
-		pub, err := connect(o)
+		pub, err := connect(o, onErr)
 		if err != nil {
 			return nil, err
 		}
 		conns = append(conns, sub, pub)
 		var next uint64
-		s, err := sub.Subscribe(subj, func(m *nats.Msg) {
+		if _, err := sub.Subscribe(subj, func(m *nats.Msg) {
 			seq := binary.BigEndian.Uint64(m.Data)
 			switch {
 			case seq == next:
 				next++
 			case seq > next:
-				st.drops.Add(seq - next)
+				st.gaps.Add(seq - next)
 				next = seq + 1
 			default:
 				st.reordered.Add(1)
 			}
 			st.frames.Add(1)
 			st.recvBytes.Add(cost)
-		})
-		if err != nil {
+		}); err != nil {
 			return nil, err
 		}
-		_ = s.SetPendingLimits(-1, -1)
+		// nats.go's default pending limits (512 Ki messages, 64 MiB) stay:
+		// a subscriber that falls that far behind drops, as a user's would.
 		if err := sub.Flush(); err != nil { // the subscription is registered
 			return nil, err
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			<-start
 			payload := make([]byte, o.size)
 			var sent int64
 			for seq := uint64(0); !stop.Load(); seq++ {
-				for sent-st.recvBytes.Load() > int64(o.window) && !stop.Load() {
+				for !o.openLoop && sent-st.recvBytes.Load() > int64(o.window) && !stop.Load() {
 					time.Sleep(50 * time.Microsecond)
 				}
 				binary.BigEndian.PutUint64(payload, seq)
+				st.sent.Add(1)
 				if err := pub.Publish(subj, payload); err != nil {
 					return
 				}
 				sent += cost
 			}
+			// The server has everything published once a PING is answered.
+			_ = pub.FlushTimeout(o.settle)
 		}()
 	}
 	snap := func() (f, d, r uint64) {
 		for i := range stats {
 			f += stats[i].frames.Load()
-			d += stats[i].drops.Load()
+			d += stats[i].gaps.Load()
 			r += stats[i].reordered.Load()
 		}
 		return
 	}
+	sent := func() (n uint64) {
+		for i := range stats {
+			n += stats[i].sent.Load()
+		}
+		return
+	}
+	close(start)
 	time.Sleep(o.warmup)
-	f0, d0, r0 := snap()
-	sc, bc, start := cpu(o.pid), cpu(os.Getpid()), time.Now()
+	f0, _, _ := snap()
+	sc, bc, began := cpu(o.pid), cpu(os.Getpid()), time.Now()
 	time.Sleep(o.duration)
-	f1, d1, r1 := snap()
-	el := time.Since(start).Seconds()
+	f1, _, _ := snap() // received first: sent is counted before a message goes out
+	s1 := sent()
+	el := time.Since(began).Seconds()
 	sc1, bc1 := cpu(o.pid), cpu(os.Getpid())
+
+	// Settle: stop publishing, let what is in flight arrive.
 	stop.Store(true)
-	wg.Wait()
+	flushed := make(chan struct{})
+	go func() { wg.Wait(); close(flushed) }()
+	<-flushed
+	// Until everything has arrived, or nothing has for --settle.
+	last, lastAt, settling := uint64(0), time.Now(), time.Now()
+	for time.Since(settling) < time.Minute {
+		f, _, _ := snap()
+		if f >= sent() {
+			break
+		}
+		if f != last {
+			last, lastAt = f, time.Now()
+		} else if time.Since(lastAt) > o.settle {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	recv, gaps, reord := snap()
+	total := sent()
+	var drops uint64
+	if total > recv {
+		drops = total - recv
+	}
 	fps := float64(f1-f0) / el
 	return map[string]any{
-		"mode": "throughput", "pairs": o.pairs, "payload_bytes": o.size, "seconds": el,
+		"mode": "throughput", "loop": map[bool]string{true: "open", false: "closed"}[o.openLoop],
+		"pairs": o.pairs, "payload_bytes": o.size, "seconds": el,
 		"frames": f1 - f0, "frames_per_sec": fps, "mb_per_sec": fps * float64(o.size) / 1e6,
-		"drops": d1 - d0, "reordered": r1 - r0,
+		"sent": total, "received": recv, "drops": drops, "gaps": gaps, "reordered": reord,
+		"in_flight": s1 - f1, "slow_consumers": slow.Load(),
 		"server_cpu_cores": (sc1 - sc) / el, "bench_cpu_cores": (bc1 - bc) / el,
 	}, nil
 }

@@ -1,6 +1,8 @@
 // Command bench-report turns the results of bench/compare.sh into a
-// markdown table with the ratios relayd/nats and relayd/direct, and an SVG
-// chart of each system's throughput as a fraction of the direct ceiling.
+// markdown table with the ratios relayd/nats and relayd/direct (the direct
+// ceiling on one core: what the pinned relay's load generator can do on its
+// core), what each relay lost, reordered and held in flight, and an SVG
+// chart of each system's throughput as a fraction of that ceiling.
 package main
 
 import (
@@ -22,12 +24,19 @@ import (
 
 type result struct {
 	Mode         string  `json:"mode"`
+	Loop         string  `json:"loop"`
 	Pairs        int     `json:"pairs"`
 	Size         int     `json:"payload_bytes"`
 	FramesPerSec float64 `json:"frames_per_sec"`
 	MBPerSec     float64 `json:"mb_per_sec"`
+	Sent         uint64  `json:"sent"`
 	Drops        uint64  `json:"drops"`
+	Gaps         uint64  `json:"gaps"`
 	Reordered    uint64  `json:"reordered"`
+	InFlight     uint64  `json:"in_flight"`
+	LoadBefore   string  `json:"load_before"` // machine: /proc/loadavg's first three fields
+	LoadAfter    string  `json:"load_after"`
+	Commit       string  `json:"commit"`
 	ServerCores  float64 `json:"server_cpu_cores"`
 	BenchCores   float64 `json:"bench_cpu_cores"`
 	P50          float64 `json:"p50_us"`
@@ -55,68 +64,110 @@ func main() {
 		log.Fatal(err)
 	}
 	defer f.Close()
-	tp := map[cell]map[string]result{}
-	var order []cell
-	other := map[string]map[string]result{} // mode → system → result
-	latency := map[string][]result{}        // system → every latency round
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var l line
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			log.Fatalf("%s: %v", *in, err)
-		}
-		r := l.Result
-		if r.Mode == "throughput" || r.Mode == "direct" {
-			c := cell{r.Size, r.Pairs}
-			if tp[c] == nil {
-				tp[c] = map[string]result{}
-				order = append(order, c)
-			}
-			tp[c][l.System] = r
-			continue
-		}
-		if r.Mode == "latency" {
-			latency[l.System] = append(latency[l.System], r)
-			continue
-		}
-		if other[r.Mode] == nil {
-			other[r.Mode] = map[string]result{}
-		}
-		other[r.Mode][l.System] = r
+	rs, err := parse(f)
+	if err != nil {
+		log.Fatalf("%s: %v", *in, err)
 	}
-
-	var b strings.Builder
-	fmt.Fprintln(&b, "| payload × pairs | relayd frames/s | relayd MB/s | nats frames/s | direct frames/s | relayd/nats | relayd/direct | relayd drops/reordered | relayd server CPU | its load generator's CPU |")
-	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, c := range order {
-		r, n, d := tp[c]["relayd"], tp[c]["nats"], tp[c]["direct"]
-		fmt.Fprintf(&b, "| %s × %d | %s | %.0f | %s | %s | %s | %s | %d / %d | %.2f cores | %.2f cores |\n",
-			size(c.size), c.pairs, num(r.FramesPerSec), r.MBPerSec, num(n.FramesPerSec), num(d.FramesPerSec),
-			ratio(r.FramesPerSec, n.FramesPerSec), ratio(r.FramesPerSec, d.FramesPerSec), r.Drops, r.Reordered, r.ServerCores, r.BenchCores)
-	}
-	if rs, ns := latency["relayd"], latency["nats"]; len(rs) > 0 && len(ns) > 0 {
-		r, n := medians(rs), medians(ns)
-		fmt.Fprintf(&b, "\n| 64 B round trip (median of %d rounds) | p50 | p99 | p999 | p50 of each round |\n|---|---:|---:|---:|---|\n", len(rs))
-		fmt.Fprintf(&b, "| relayd | %.0f µs | %.0f µs | %.0f µs | %s |\n", r.P50, r.P99, r.P999, p50s(rs))
-		fmt.Fprintf(&b, "| nats-server | %.0f µs | %.0f µs | %.0f µs | %s |\n", n.P50, n.P99, n.P999, p50s(ns))
-		fmt.Fprintf(&b, "| relayd/nats | %s | %s | %s | |\n", ratio(r.P50, n.P50), ratio(r.P99, n.P99), ratio(r.P999, n.P999))
-	}
-	if l := other["idle"]; l != nil {
-		r, n := l["relayd"], l["nats"]
-		fmt.Fprintf(&b, "\n| idle connections | server RSS per connection |\n|---|---:|\n")
-		fmt.Fprintf(&b, "| relayd, %d | %.1f KiB |\n| nats-server, %d | %.1f KiB |\n", r.Conns, r.BytesPerConn/1024, n.Conns, n.BytesPerConn/1024)
-	}
-	io.WriteString(os.Stdout, b.String())
+	table := rs.table()
+	io.WriteString(os.Stdout, table)
 	if *tablePath != "" {
-		if err := os.WriteFile(*tablePath, []byte(b.String()), 0o644); err != nil {
+		if err := os.WriteFile(*tablePath, []byte(table), 0o644); err != nil {
 			log.Fatal(err)
 		}
 	}
 	if *chartPath != "" {
-		if err := chart(*chartPath, order, tp); err != nil {
+		if err := chart(*chartPath, rs.order, rs.tp); err != nil {
 			log.Fatal(err)
 		}
 	}
+}
+
+// results are the lines of a results.json, grouped.
+type results struct {
+	tp      map[cell]map[string]result // throughput cell → system → result
+	order   []cell
+	other   map[string]map[string]result // mode → system → result
+	latency map[string][]result          // system → every latency round
+	machine result
+}
+
+func parse(r io.Reader) (*results, error) {
+	rs := &results{tp: map[cell]map[string]result{}, other: map[string]map[string]result{}, latency: map[string][]result{}}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var l line
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return nil, err
+		}
+		r := l.Result
+		switch r.Mode {
+		case "throughput", "direct":
+			if l.System == "direct" { // before the one-core ceiling was measured
+				l.System = "direct2"
+			}
+			c := cell{r.Size, r.Pairs}
+			if rs.tp[c] == nil {
+				rs.tp[c] = map[string]result{}
+				rs.order = append(rs.order, c)
+			}
+			rs.tp[c][l.System] = r
+		case "latency":
+			rs.latency[l.System] = append(rs.latency[l.System], r)
+		case "machine":
+			rs.machine = r
+		default:
+			if rs.other[r.Mode] == nil {
+				rs.other[r.Mode] = map[string]result{}
+			}
+			rs.other[r.Mode][l.System] = r
+		}
+	}
+	return rs, sc.Err()
+}
+
+func (rs *results) table() string {
+	var b strings.Builder
+	loop := "open"
+	for _, c := range rs.order {
+		if l := rs.tp[c]["relayd"].Loop; l != "" {
+			loop = l
+		}
+	}
+	fmt.Fprintf(&b, "Throughput, %s loop. Ratios are relayd's frames/s over nats-server's and over direct on one core.\n", loop)
+	fmt.Fprintf(&b, "Lost = frames sent and never received (after the senders stopped and in-flight frames settled) / sequence gaps / reordered.\n\n")
+	fmt.Fprintln(&b, "| payload × pairs | relayd frames/s | relayd MB/s | nats frames/s | direct, 1 core | direct, 2 cores | relayd/nats | relayd/direct (1 core) | relayd lost/gaps/reordered | relayd in flight | nats lost/gaps/reordered | nats in flight | relayd server CPU | its load generator's CPU |")
+	fmt.Fprintln(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, c := range rs.order {
+		r, n, d1, d2 := rs.tp[c]["relayd"], rs.tp[c]["nats"], rs.tp[c]["direct1"], rs.tp[c]["direct2"]
+		fmt.Fprintf(&b, "| %s × %d | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f cores | %.2f cores |\n",
+			size(c.size), c.pairs, num(r.FramesPerSec), r.MBPerSec, num(n.FramesPerSec), num(d1.FramesPerSec), num(d2.FramesPerSec),
+			ratio(r.FramesPerSec, n.FramesPerSec), ratio(r.FramesPerSec, d1.FramesPerSec),
+			lost(r), num(float64(r.InFlight)), lost(n), num(float64(n.InFlight)), r.ServerCores, r.BenchCores)
+	}
+	if rl, nl := rs.latency["relayd"], rs.latency["nats"]; len(rl) > 0 && len(nl) > 0 {
+		r, n := medians(rl), medians(nl)
+		fmt.Fprintf(&b, "\n| 64 B round trip (median of %d rounds) | p50 | p99 | p999 | p50 of each round |\n|---|---:|---:|---:|---|\n", len(rl))
+		fmt.Fprintf(&b, "| relayd | %.0f µs | %.0f µs | %.0f µs | %s |\n", r.P50, r.P99, r.P999, p50s(rl))
+		fmt.Fprintf(&b, "| nats-server | %.0f µs | %.0f µs | %.0f µs | %s |\n", n.P50, n.P99, n.P999, p50s(nl))
+		fmt.Fprintf(&b, "| relayd/nats | %s | %s | %s | |\n", ratio(r.P50, n.P50), ratio(r.P99, n.P99), ratio(r.P999, n.P999))
+	}
+	if l := rs.other["idle"]; l != nil {
+		r, n := l["relayd"], l["nats"]
+		fmt.Fprintf(&b, "\n| idle connections | server RSS per connection |\n|---|---:|\n")
+		fmt.Fprintf(&b, "| relayd, %d | %.1f KiB |\n| nats-server, %d | %.1f KiB |\n", r.Conns, r.BytesPerConn/1024, n.Conns, n.BytesPerConn/1024)
+	}
+	if m := rs.machine; m.LoadBefore != "" {
+		fmt.Fprintf(&b, "\nLoad average (1, 5, 15 min) before the run: %s; after: %s (commit %s).\n", m.LoadBefore, m.LoadAfter, m.Commit)
+	}
+	return b.String()
+}
+
+// lost formats a relay's losses: sent and never received, sequence gaps, reordered.
+func lost(r result) string {
+	if r.Sent == 0 && r.Drops == 0 {
+		return "n/a" // results from before frames were counted sent
+	}
+	return fmt.Sprintf("%d / %d / %d", r.Drops, r.Gaps, r.Reordered)
 }
 
 // medians returns the median of each latency percentile over rounds.
@@ -148,15 +199,15 @@ func p50s(rounds []result) string {
 }
 
 // chart draws relayd's and nats-server's frames/s as a fraction of the
-// direct ceiling, one group of bars per cell.
+// one-core direct ceiling, one group of bars per cell.
 func chart(path string, order []cell, tp map[cell]map[string]result) error {
 	p := plot.New()
-	p.Title.Text = "Throughput as a fraction of direct loopback (higher is better)"
-	p.Y.Label.Text = "frames/s ÷ direct"
+	p.Title.Text = "Throughput as a fraction of direct loopback on one core (higher is better)"
+	p.Y.Label.Text = "frames/s ÷ direct (1 core)"
 	var relayd, nats plotter.Values
 	var labels []string
 	for _, c := range order {
-		d := tp[c]["direct"].FramesPerSec
+		d := tp[c]["direct1"].FramesPerSec
 		if d == 0 {
 			d = 1
 		}

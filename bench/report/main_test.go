@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // The latency table reports, per percentile, the median of the rounds.
 func TestMedians(t *testing.T) {
@@ -35,6 +38,31 @@ func TestRatioAndUnits(t *testing.T) {
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}
+
+// The table puts relayd against nats-server and against direct on one
+// core, and shows each relay's losses and frames in flight per cell.
+func TestTable(t *testing.T) {
+	in := `{"system":"relayd","result":{"mode":"throughput","loop":"open","pairs":64,"payload_bytes":1024,"frames_per_sec":1500000,"mb_per_sec":1536,"sent":9000000,"drops":3,"gaps":2,"reordered":1,"in_flight":4200,"server_cpu_cores":0.97,"bench_cpu_cores":0.91}}
+{"system":"nats","result":{"mode":"throughput","loop":"open","pairs":64,"payload_bytes":1024,"frames_per_sec":750000,"sent":4000000,"in_flight":90000}}
+{"system":"direct1","result":{"mode":"direct","loop":"open","pairs":64,"payload_bytes":1024,"frames_per_sec":2000000,"sent":1}}
+{"system":"direct2","result":{"mode":"direct","loop":"open","pairs":64,"payload_bytes":1024,"frames_per_sec":3000000,"sent":1}}
+{"system":"machine","result":{"mode":"machine","loop":"open","load_before":"0.10 0.20 0.30","load_after":"1.50 1.00 0.50","commit":"abc1234"}}
+`
+	rs, err := parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rs.table()
+	for _, want := range []string{
+		"open loop",
+		"| 1 KiB × 64 | 1.50 M | 1536 | 750.0 k | 2.00 M | 3.00 M | 2.00× | 0.75× | 3 / 2 / 1 | 4.2 k | 0 / 0 / 0 | 90.0 k | 0.97 cores | 0.91 cores |",
+		"before the run: 0.10 0.20 0.30; after: 1.50 1.00 0.50 (commit abc1234)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
 		}
 	}
 }

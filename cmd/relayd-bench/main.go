@@ -1,8 +1,9 @@
 // Command relayd-bench generates load against a relay and measures it.
 //
-//	relayd-bench throughput --pairs 64 --size 1024 --duration 10s [--server-pid PID]
+//	relayd-bench throughput --pairs 64 --size 1024 --duration 10s [--closed-loop] [--server-pid PID]
 //	relayd-bench latency --pairs 1 --size 64 [--rate 10000]
 //	relayd-bench idle --conns 10000 --server-pid PID
+//	relayd-bench soak [--duration 5m] [--pairs 12] [--size 1048576] [--seed N]
 //
 // Human-readable output, with a live progress line on a terminal; --json
 // prints one JSON object instead.
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/internal/bench"
+	"github.com/relayd/relayd/internal/soak"
 )
 
 func main() {
@@ -30,122 +32,83 @@ func main() {
 const usage = `usage: relayd-bench MODE [flags]
 
 modes:
-  throughput   sender → receiver pairs flat out; frames/s and MB/s at the receivers
+  throughput   sender → receiver pairs flat out (open loop by default); frames/s and MB/s
+               at the receivers, frames dropped, reordered and in flight
   latency      ping-pong round trips, or one-way latency at a fixed --rate
   idle         many logged-in, heart-beating connections; server memory per connection
+  soak         an in-process relayd under a random mix of open-loop pairs, stalls, takeover
+               storms and reconnects, then SIGTERM; one summary line, exit 1 on any frame
+               lost without a counted reason, corrupted or reordered
 
-relayd-bench MODE -h lists a mode's flags.
+relayd-bench MODE -h lists the flags (one set for every mode; each says which modes use it).
 `
-
-// settings are what the flags of every mode fill in; each mode's flag set
-// registers only the flags that mode reads, so its -h lists exactly those
-// and a flag meant for another mode is an error rather than ignored.
-type settings struct {
-	common    bench.Common
-	asJSON    bool
-	pairs     int
-	size      int
-	window    int
-	direct    bool
-	rate      float64
-	conns     int
-	heartbeat time.Duration
-	parallel  int
-}
-
-var modes = []string{"throughput", "latency", "idle"}
-
-// flags returns the flag set of mode, or nil for an unknown mode.
-func flags(mode string, s *settings) *flag.FlagSet {
-	fs := flag.NewFlagSet("relayd-bench "+mode, flag.ContinueOnError)
-	c := &s.common
-	fs.StringVar(&c.Addr, "addr", "127.0.0.1:33333", "relay `address`")
-	fs.IntVar(&c.ServerPID, "server-pid", 0, "the relay's `PID`, to measure its CPU and memory")
-	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "the measured window")
-	fs.BoolVar(&s.asJSON, "json", false, "print the result as JSON")
-	switch mode {
-	case "throughput":
-		fs.DurationVar(&c.Warmup, "warmup", time.Second, "traffic before the measured window")
-		fs.IntVar(&s.pairs, "pairs", 1, "sender/receiver pairs")
-		fs.IntVar(&s.size, "size", 64, "payload `bytes`")
-		fs.IntVar(&s.window, "window", 4<<20, "`bytes` a sender may have in flight to its receiver")
-		fs.BoolVar(&s.direct, "direct", false, "no relay: send the same frames straight between two sockets, the ceiling")
-	case "latency":
-		fs.DurationVar(&c.Warmup, "warmup", time.Second, "traffic before the measured window")
-		fs.IntVar(&s.pairs, "pairs", 1, "ping-pong pairs")
-		fs.IntVar(&s.size, "size", 64, "payload `bytes`")
-		fs.Float64Var(&s.rate, "rate", 0, "open-loop frames/s in all; 0 = closed-loop ping-pong")
-	case "idle":
-		fs.IntVar(&s.conns, "conns", 10000, "connections to hold")
-		fs.DurationVar(&s.heartbeat, "heartbeat", 30*time.Second, "heartbeat interval of each connection")
-		fs.IntVar(&s.parallel, "parallel", 64, "concurrent dials")
-	default:
-		return nil
-	}
-	return fs
-}
-
-// printUsage writes the modes and the flags of each.
-func printUsage(w io.Writer) {
-	fmt.Fprint(w, usage)
-	for _, m := range modes {
-		fs := flags(m, new(settings))
-		fs.SetOutput(w)
-		fmt.Fprintf(w, "\n%s flags:\n", m)
-		fs.PrintDefaults()
-	}
-}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		printUsage(stderr)
+		fmt.Fprint(stderr, usage)
 		return 2
 	}
 	mode := args[0]
-	var s settings
-	fs := flags(mode, &s)
-	if fs == nil {
-		fmt.Fprintf(stderr, "relayd-bench: unknown mode %q\n\n%s", mode, usage)
-		return 2
-	}
+	fs := flag.NewFlagSet("relayd-bench "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	var c bench.Common
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:33333", "relay `address`")
+	fs.IntVar(&c.ServerPID, "server-pid", 0, "the relay's `PID`, to measure its CPU and memory")
+	fs.DurationVar(&c.Warmup, "warmup", time.Second, "traffic before the measured window")
+	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "the measured window; soak: the traffic before the SIGTERM, default 5m")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	pairs := fs.Int("pairs", 1, "sender/receiver pairs (throughput, latency; soak: default 12)")
+	size := fs.Int("size", 64, "payload `bytes` (throughput, latency); soak: the largest, default 1 MiB")
+	openLoop := fs.Bool("open-loop", true, "senders write as fast as TCP allows, through a buffer written when full, no window (throughput)")
+	closedLoop := fs.Bool("closed-loop", false, "senders keep at most --window bytes ahead of their receivers; the same as --open-loop=false (throughput)")
+	window := fs.Int("window", 4<<20, "`bytes` a sender may have in flight to its receiver, closed loop (throughput)")
+	settle := fs.Duration("settle", 2*time.Second, "after the window, frames still in flight count as dropped once none has arrived for this long (throughput)")
+	direct := fs.Bool("direct", false, "no relay: send the same frames straight between two sockets, the ceiling (throughput)")
+	rate := fs.Float64("rate", 0, "open-loop frames/s in all; 0 = closed-loop ping-pong (latency)")
+	conns := fs.Int("conns", 10000, "connections to hold (idle)")
+	heartbeat := fs.Duration("heartbeat", 30*time.Second, "heartbeat interval of idle connections (idle)")
+	parallel := fs.Int("parallel", 64, "concurrent dials (idle)")
+	seed := fs.Uint64("seed", 0, "random seed, to repeat a run; 0 = from the clock (soak)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "relayd-bench %s: unexpected arguments %q\n", mode, fs.Args())
-		return 2
-	}
-	c := s.common
-	if isTerminal(stderr) && !s.asJSON {
+	if isTerminal(stderr) && !*asJSON {
 		c.Progress = func(line string) { fmt.Fprintf(stderr, "\r\033[K%s", line) }
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	stopOn := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if mode == "soak" {
+		stopOn = stopOn[:1] // the soak sends itself SIGTERM: its relay's shutdown signal
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), stopOn...)
 	defer stop()
 	var (
-		res   any
-		err   error
-		human func() string
+		res    any
+		err    error
+		human  func() string
+		failed bool // the run worked and found something wrong
 	)
 	switch mode {
 	case "throughput":
 		run := bench.Throughput
-		if s.direct {
+		if *direct {
 			run = bench.Direct
 		}
 		var r *bench.ThroughputResult
-		r, err = run(ctx, bench.ThroughputConfig{Common: c, Pairs: s.pairs, Size: s.size, Window: s.window})
+		r, err = run(ctx, bench.ThroughputConfig{Common: c, Pairs: *pairs, Size: *size,
+			OpenLoop: *openLoop && !*closedLoop, Window: *window, Settle: *settle})
 		res, human = r, func() string {
-			return fmt.Sprintf("%s  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  drops=%d reordered=%d  server=%s bench=%.2f cores",
-				r.Mode, r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.Drops, r.Reordered, cores(r.ServerCores), r.BenchCores)
+			return fmt.Sprintf("%s (%s loop)  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  in flight=%d  sent=%d drops=%d gaps=%d reordered=%d  server=%s bench=%.2f cores",
+				r.Mode, r.Loop, r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.InFlight, r.Sent, r.Drops, r.Gaps, r.Reordered, cores(r.ServerCores), r.BenchCores)
 		}
 	case "latency":
 		var r *bench.LatencyResult
-		r, err = bench.Latency(ctx, bench.LatencyConfig{Common: c, Pairs: s.pairs, Size: s.size, Rate: s.rate})
+		r, err = bench.Latency(ctx, bench.LatencyConfig{Common: c, Pairs: *pairs, Size: *size, Rate: *rate})
 		res, human = r, func() string {
 			what := "round trip"
 			if r.Loop == "open" {
@@ -156,11 +119,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	case "idle":
 		var r *bench.IdleResult
-		r, err = bench.Idle(ctx, bench.IdleConfig{Common: c, Conns: s.conns, Heartbeat: s.heartbeat, Parallel: s.parallel})
+		r, err = bench.Idle(ctx, bench.IdleConfig{Common: c, Conns: *conns, Heartbeat: *heartbeat, Parallel: *parallel})
 		res, human = r, func() string {
 			return fmt.Sprintf("idle  conns=%d  server RSS %.1f MiB → %.1f MiB  %.0f bytes per connection  (logged in in %.1fs)",
 				r.Conns, float64(r.ServerRSSStart)/(1<<20), float64(r.ServerRSSEnd)/(1<<20), r.BytesPerConn, r.DialSeconds)
 		}
+	case "soak":
+		cfg := soak.Config{Seed: *seed, Log: stderr, Progress: c.Progress}
+		if set["duration"] {
+			cfg.Duration = c.Duration
+		}
+		if set["pairs"] {
+			cfg.Pairs = *pairs
+		}
+		if set["size"] {
+			cfg.MaxSize = *size
+		}
+		var r *soak.Result
+		r, err = soak.Run(ctx, cfg)
+		res, human = r, func() string { return r.String() }
+		failed = err == nil && !r.OK()
+	default:
+		fmt.Fprintf(stderr, "relayd-bench: unknown mode %q\n\n%s", mode, usage)
+		return 2
 	}
 	if c.Progress != nil {
 		fmt.Fprint(stderr, "\r\033[K")
@@ -169,14 +150,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "relayd-bench: %v\n", err)
 		return 1
 	}
-	if s.asJSON {
+	if *asJSON {
 		enc := json.NewEncoder(stdout)
-		if err := enc.Encode(res); err != nil {
+		if err := enc.Encode(res); err != nil || failed {
 			return 1
 		}
 		return 0
 	}
 	fmt.Fprintln(stdout, human())
+	if failed {
+		return 1
+	}
 	return 0
 }
 

@@ -6,61 +6,28 @@ import (
 	"testing"
 )
 
-// Each mode's -h lists the flags that mode reads, and only those.
-func TestModeHelpListsItsFlags(t *testing.T) {
-	common := []string{"-addr", "-server-pid", "-duration", "-json"}
-	for _, tc := range []struct {
-		mode      string
-		has, lack []string
-	}{
-		{"throughput", []string{"-warmup", "-pairs", "-size", "-window", "-direct"}, []string{"-rate", "-conns", "-heartbeat", "-parallel"}},
-		{"latency", []string{"-warmup", "-pairs", "-size", "-rate"}, []string{"-window", "-direct", "-conns", "-heartbeat", "-parallel"}},
-		{"idle", []string{"-conns", "-heartbeat", "-parallel"}, []string{"-warmup", "-pairs", "-size", "-window", "-direct", "-rate"}},
-	} {
-		var stdout, stderr bytes.Buffer
-		if code := run([]string{tc.mode, "-h"}, &stdout, &stderr); code != 0 {
-			t.Errorf("%s -h: exit %d", tc.mode, code)
+// One -h, whatever the mode, lists the flags of every mode.
+func TestHelpListsEveryFlag(t *testing.T) {
+	for _, mode := range []string{"throughput", "latency", "idle", "soak"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{mode, "-h"}, &out, &errb); code != 0 {
+			t.Fatalf("%s -h: exit %d", mode, code)
 		}
-		help := stderr.String()
-		for _, f := range append(common, tc.has...) {
-			if !strings.Contains(help, "  "+f+" ") && !strings.Contains(help, "  "+f+"\n") {
-				t.Errorf("%s -h does not list %s:\n%s", tc.mode, f, help)
-			}
-		}
-		for _, f := range tc.lack {
-			if strings.Contains(help, "  "+f) {
-				t.Errorf("%s -h lists %s, which %s does not read:\n%s", tc.mode, f, tc.mode, help)
+		for _, flag := range []string{
+			"-addr", "-server-pid", "-warmup", "-duration", "-json", "-pairs", "-size",
+			"-open-loop", "-closed-loop", "-window", "-settle", "-direct",
+			"-rate", "-conns", "-heartbeat", "-parallel", "-seed",
+		} {
+			if !strings.Contains(errb.String(), flag+" ") && !strings.Contains(errb.String(), flag+"\n") {
+				t.Errorf("%s -h does not list %s", mode, flag)
 			}
 		}
 	}
 }
 
-// relayd-bench -h lists every mode with its flags.
-func TestTopLevelHelpListsEveryMode(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	if code := run([]string{"-h"}, &stdout, &stderr); code != 2 {
-		t.Errorf("exit %d, want 2", code)
-	}
-	help := stderr.String()
-	for _, want := range []string{"throughput flags:", "latency flags:", "idle flags:", "  -window", "  -rate", "  -conns"} {
-		if !strings.Contains(help, want) {
-			t.Errorf("-h lacks %q:\n%s", want, help)
-		}
-	}
-}
-
-// A flag of another mode is an error, not silently ignored.
-func TestFlagOfAnotherModeIsAnError(t *testing.T) {
-	for _, args := range [][]string{
-		{"throughput", "--conns", "5"},
-		{"idle", "--pairs", "2"},
-		{"latency", "--direct"},
-		{"throughput", "extra"},
-		{"nosuchmode"},
-	} {
-		var stdout, stderr bytes.Buffer
-		if code := run(args, &stdout, &stderr); code != 2 {
-			t.Errorf("%v: exit %d, want 2 (%s)", args, code, stderr.String())
-		}
+func TestUnknownMode(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"nonsense"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown mode "nonsense"`) {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
 	}
 }

@@ -75,27 +75,46 @@ func waitOnline(ctx context.Context, snd *client.Client, to string, size int, on
 // ThroughputConfig describes a throughput run.
 type ThroughputConfig struct {
 	Common
-	Pairs  int // sender → receiver pairs
-	Size   int // payload bytes, at least 8 (the sequence number)
-	Window int // bytes a sender may have in flight to its receiver
+	Pairs int // sender → receiver pairs
+	Size  int // payload bytes, at least 8 (the sequence number)
+	// OpenLoop senders write as fast as TCP lets them, through a write
+	// buffer that goes out only when it is full: what a client with no flow
+	// control of its own does (a file streamed to a socket, the Python
+	// relay's clients). Otherwise (closed loop) a sender keeps at most
+	// Window bytes ahead of what its receiver has counted.
+	OpenLoop bool
+	Window   int // closed loop: bytes a sender may have in flight to its receiver
+	// After the window the senders stop; the frames still in flight count
+	// as dropped once none has arrived for Settle.
+	Settle time.Duration
 }
 
-// ThroughputResult is what the receivers counted in the measured window.
+// ThroughputResult is what the receivers counted in the measured window,
+// and what was lost over the whole run.
 type ThroughputResult struct {
 	Mode         string  `json:"mode"`
+	Loop         string  `json:"loop"` // open | closed
 	Pairs        int     `json:"pairs"`
 	Size         int     `json:"payload_bytes"`
 	Seconds      float64 `json:"seconds"`
-	Frames       uint64  `json:"frames"`
+	Frames       uint64  `json:"frames"` // received in the window
 	FramesPerSec float64 `json:"frames_per_sec"`
 	MBPerSec     float64 `json:"mb_per_sec"` // payload, 10^6 bytes
-	Drops        uint64  `json:"drops"`      // sequence gaps at the receivers
-	Reordered    uint64  `json:"reordered"`
-	ServerCores  float64 `json:"server_cpu_cores"` // -1: not measured
-	BenchCores   float64 `json:"bench_cpu_cores"`
+	// Over the whole run, warm-up included, counted once the senders have
+	// stopped and the frames in flight had Settle to arrive.
+	Sent      uint64 `json:"sent"`
+	Received  uint64 `json:"received"`
+	Drops     uint64 `json:"drops"`     // sent − received: frames that never arrived
+	Gaps      uint64 `json:"gaps"`      // frames missing between two that arrived (sequence gaps)
+	Reordered uint64 `json:"reordered"` // frames whose sequence number went backwards
+	// Frames sent but not yet received when the window closed: what the
+	// relay (and both ends' buffers) held.
+	InFlight    uint64  `json:"in_flight"`
+	ServerCores float64 `json:"server_cpu_cores"` // -1: not measured
+	BenchCores  float64 `json:"bench_cpu_cores"`
 }
 
-// check validates cfg and fills in the default window.
+// check validates cfg and fills in the defaults.
 func (cfg *ThroughputConfig) check() error {
 	if cfg.Size < 8 {
 		return errors.New("payload size must be at least 8 bytes")
@@ -106,19 +125,85 @@ func (cfg *ThroughputConfig) check() error {
 	if cfg.Window <= 0 {
 		cfg.Window = 4 << 20
 	}
+	if cfg.Settle <= 0 {
+		cfg.Settle = 2 * time.Second
+	}
 	return nil
 }
 
+func (cfg *ThroughputConfig) loop() string {
+	if cfg.OpenLoop {
+		return "open"
+	}
+	return "closed"
+}
+
 type pairStats struct {
+	sent      counter // owned by the sender; counted before the frame is written
 	frames    atomic.Uint64
-	drops     atomic.Uint64
+	gaps      atomic.Uint64 // frames missing between two that arrived
 	reordered atomic.Uint64
 	recvBytes atomic.Int64
 }
 
-// Throughput runs Pairs sender → receiver pairs flat out (each sender
-// pipelines up to Window bytes ahead of its receiver) and counts at the
-// receivers.
+// counter has one writer and any number of readers: a plain load and store,
+// no locked instruction per frame on the sender's path.
+type counter struct{ v atomic.Uint64 }
+
+func (c *counter) inc()         { c.v.Store(c.v.Load() + 1) }
+func (c *counter) load() uint64 { return c.v.Load() }
+
+// senders is what a throughput run's sending side shares with measure.
+type senders struct {
+	stop atomic.Bool    // set when the window closes: stop, flush, return
+	wg   sync.WaitGroup // one per sender, done once it has flushed
+}
+
+// frameCost approximates what one frame costs in the closed loop's window.
+func (cfg *ThroughputConfig) frameCost() int64 { return int64(cfg.Size + 64) }
+
+// gate is the closed loop's window: wait(sent) returns once the receiver
+// has counted enough that sent − received fits in Window, flushing first so
+// that what the receiver waits for is on the wire. In the open loop it
+// never waits.
+type gate struct {
+	cfg    *ThroughputConfig
+	st     *pairStats
+	credit chan struct{} // the receiver signals progress, so waits are short
+	stop   *atomic.Bool
+}
+
+func (g *gate) wait(ctx context.Context, sent int64, flush func() error) error {
+	if g.cfg.OpenLoop {
+		return nil
+	}
+	for sent-g.st.recvBytes.Load() > int64(g.cfg.Window) && !g.stop.Load() {
+		if err := flush(); err != nil {
+			return err
+		}
+		select {
+		case <-g.credit:
+		case <-time.After(time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// received is called by the receiver for each counted frame.
+func (g *gate) received(st *pairStats) {
+	cost := g.cfg.frameCost()
+	if st.recvBytes.Add(cost)%(cost*64) == 0 {
+		select {
+		case g.credit <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Throughput runs Pairs sender → receiver pairs flat out, open or closed
+// loop, and counts at the receivers.
 func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -128,6 +213,7 @@ func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, e
 	id := runID()
 	stats := make([]pairStats, cfg.Pairs)
 	var wg sync.WaitGroup
+	var snd senders
 	errc := make(chan error, 2*cfg.Pairs)
 	var clients []*client.Client
 	defer func() {
@@ -136,31 +222,32 @@ func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, e
 			c.Close()
 		}
 		wg.Wait()
+		snd.wg.Wait()
 	}()
 
 	type pair struct {
 		snd, rcv *client.Client
 		to       string
 		online   chan struct{}
-		credit   chan struct{}
+		gate     gate
 	}
 	ps := make([]pair, cfg.Pairs)
 	for i := range ps {
 		to := fmt.Sprintf("bench-%s-r%d", id, i)
-		snd, err := dial(ctx, cfg.Addr, fmt.Sprintf("bench-%s-s%d", id, i), nil)
+		s, err := dial(ctx, cfg.Addr, fmt.Sprintf("bench-%s-s%d", id, i), nil)
 		if err != nil {
 			return nil, err
 		}
-		clients = append(clients, snd)
+		clients = append(clients, s)
 		rcv, err := dial(ctx, cfg.Addr, to, &client.Options{MaxPayload: max(cfg.Size, 16)})
 		if err != nil {
 			return nil, err
 		}
 		clients = append(clients, rcv)
-		ps[i] = pair{snd: snd, rcv: rcv, to: to, online: make(chan struct{}), credit: make(chan struct{}, 1)}
+		ps[i] = pair{snd: s, rcv: rcv, to: to, online: make(chan struct{}),
+			gate: gate{cfg: &cfg, st: &stats[i], credit: make(chan struct{}, 1), stop: &snd.stop}}
 	}
 
-	frameCost := int64(cfg.Size + 64)
 	for i := range ps {
 		p, st := &ps[i], &stats[i]
 		wg.Add(1)
@@ -185,12 +272,7 @@ func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, e
 					continue
 				}
 				st.count(seq, &next)
-				if st.recvBytes.Add(frameCost)%(frameCost*64) == 0 {
-					select {
-					case p.credit <- struct{}{}:
-					default:
-					}
-				}
+				p.gate.received(st)
 			}
 		}()
 	}
@@ -202,74 +284,78 @@ func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, e
 
 	for i := range ps {
 		p, st := &ps[i], &stats[i]
-		wg.Add(1)
+		snd.wg.Add(1)
 		go func() { // sender
-			defer wg.Done()
+			defer snd.wg.Done()
+			fail := func(err error) {
+				if ctx.Err() == nil {
+					errc <- fmt.Errorf("sender to %s: %w", p.to, err)
+				}
+			}
 			payload := make([]byte, cfg.Size)
 			var sent int64
-			for seq := uint64(0); ctx.Err() == nil; seq++ {
-				for sent-st.recvBytes.Load() > int64(cfg.Window) {
-					if err := p.snd.Flush(); err != nil {
-						if ctx.Err() == nil {
-							errc <- err
-						}
-						return
-					}
-					select {
-					case <-p.credit:
-					case <-time.After(time.Millisecond):
-					case <-ctx.Done():
-						return
-					}
-				}
-				binary.BigEndian.PutUint64(payload, seq)
-				if err := p.snd.Queue(p.to, payload); err != nil {
-					if ctx.Err() == nil {
-						errc <- err
-					}
+			for seq := uint64(0); !snd.stop.Load(); seq++ {
+				if err := p.gate.wait(ctx, sent, p.snd.Flush); err != nil {
+					fail(err)
 					return
 				}
-				// The write buffer goes out when it fills, and before
-				// waiting for the window: batched as a client library
-				// batches (nats.go does the same), so that the load
-				// generator is not what runs out of CPU first.
-				sent += frameCost
+				binary.BigEndian.PutUint64(payload, seq)
+				st.sent.inc() // before: a large frame may arrive before Queue returns
+				// Queue writes only when the 64 KiB buffer fills, as a
+				// client library batches (nats.go does the same), so that
+				// the load generator is not what runs out of CPU first.
+				if err := p.snd.Queue(p.to, payload); err != nil {
+					fail(err)
+					return
+				}
+				sent += cfg.frameCost()
+			}
+			if err := p.snd.Flush(); err != nil {
+				fail(err)
 			}
 		}()
 	}
 
-	return measure(ctx, cfg, stats, errc, "throughput")
+	return measure(ctx, &cfg, stats, &snd, errc, "throughput")
 }
 
-// measure counts what the receivers saw in the measured window.
-func measure(ctx context.Context, cfg ThroughputConfig, stats []pairStats, errc <-chan error, mode string) (*ThroughputResult, error) {
-	snapshot := func() (frames, drops, reord uint64) {
+// measure counts what the receivers saw in the measured window, then stops
+// the senders and gives the frames in flight cfg.Settle to arrive.
+func measure(ctx context.Context, cfg *ThroughputConfig, stats []pairStats, snd *senders, errc <-chan error, mode string) (*ThroughputResult, error) {
+	snapshot := func() (frames, gaps, reord uint64) {
 		for i := range stats {
 			frames += stats[i].frames.Load()
-			drops += stats[i].drops.Load()
+			gaps += stats[i].gaps.Load()
 			reord += stats[i].reordered.Load()
+		}
+		return
+	}
+	sent := func() (n uint64) {
+		for i := range stats {
+			n += stats[i].sent.load()
 		}
 		return
 	}
 	if err := sleep(ctx, cfg.Warmup, errc); err != nil {
 		return nil, err
 	}
-	f0, d0, r0 := snapshot()
+	f0, _, _ := snapshot()
 	server, self := startCPU(cfg.ServerPID), startCPU(0)
 	start := time.Now()
 	if err := tick(ctx, cfg.Duration, errc, func() {
 		f, d, _ := snapshot()
 		el := time.Since(start).Seconds()
-		cfg.report(fmt.Sprintf("%5.1fs  %10.0f frames/s  %9.1f MB/s  drops %d",
-			el, float64(f-f0)/el, float64(f-f0)*float64(cfg.Size)/el/1e6, d-d0))
+		cfg.report(fmt.Sprintf("%5.1fs  %10.0f frames/s  %9.1f MB/s  gaps %d  in flight %d",
+			el, float64(f-f0)/el, float64(f-f0)*float64(cfg.Size)/el/1e6, d, sent()-f))
 	}); err != nil {
 		return nil, err
 	}
-	f1, d1, r1 := snapshot()
+	f1, _, _ := snapshot() // received first: sent is counted before a frame goes out
+	s1 := sent()
 	el := time.Since(start).Seconds()
 	res := &ThroughputResult{
-		Mode: mode, Pairs: cfg.Pairs, Size: cfg.Size, Seconds: el,
-		Frames: f1 - f0, Drops: d1 - d0, Reordered: r1 - r0,
+		Mode: mode, Loop: cfg.loop(), Pairs: cfg.Pairs, Size: cfg.Size, Seconds: el,
+		Frames: f1 - f0, InFlight: s1 - f1,
 		BenchCores: self.cores(), ServerCores: -1,
 	}
 	if cfg.ServerPID != 0 {
@@ -277,7 +363,58 @@ func measure(ctx context.Context, cfg ThroughputConfig, stats []pairStats, errc 
 	}
 	res.FramesPerSec = float64(res.Frames) / el
 	res.MBPerSec = res.FramesPerSec * float64(cfg.Size) / 1e6
+
+	received := func() uint64 { f, _, _ := snapshot(); return f }
+	if err := settle(ctx, cfg.Settle, snd, errc, received, sent); err != nil {
+		return nil, err
+	}
+	res.Received, _, _ = snapshot()
+	res.Sent = sent()
+	_, res.Gaps, res.Reordered = snapshot()
+	if res.Sent > res.Received {
+		res.Drops = res.Sent - res.Received
+	}
 	return res, nil
+}
+
+// settleCap bounds the settle period however steadily frames keep
+// arriving: a relay with gigabytes queued could otherwise stretch a run by
+// minutes.
+const settleCap = time.Minute
+
+// settle stops the senders, waits until they have flushed, then until
+// everything sent has arrived, or no frame has arrived for quiet (or
+// settleCap has passed). What has not arrived by then counts as dropped.
+func settle(ctx context.Context, quiet time.Duration, snd *senders, errc <-chan error, received, sent func() uint64) error {
+	snd.stop.Store(true)
+	flushed := make(chan struct{})
+	go func() { snd.wg.Wait(); close(flushed) }()
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	start := time.Now()
+	last, lastAt := received(), start
+	for {
+		select {
+		case <-flushed:
+			flushed = nil // a nil channel: never again
+		case <-poll.C:
+			now := time.Now()
+			n := received()
+			if flushed == nil && n >= sent() {
+				return nil
+			}
+			if n != last {
+				last, lastAt = n, now
+			}
+			if now.Sub(lastAt) > quiet || now.Sub(start) > settleCap {
+				return nil
+			}
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // count records one received sequence number.
@@ -286,7 +423,7 @@ func (st *pairStats) count(seq uint64, next *uint64) {
 	case seq == *next:
 		*next++
 	case seq > *next:
-		st.drops.Add(seq - *next)
+		st.gaps.Add(seq - *next)
 		*next = seq + 1
 	default:
 		st.reordered.Add(1)

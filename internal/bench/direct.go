@@ -7,14 +7,14 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/relayd/relayd/internal/protocol"
 )
 
 // Direct sends the same frames as Throughput straight from one socket to
 // another over loopback, with no relay in between: the ceiling a relay is
-// measured against. Both ends run in this process.
+// measured against. Both ends run in this process, so pinning it to one
+// core makes it do there what a relay's load generator does on its core.
 func Direct(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -31,33 +31,34 @@ func Direct(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, error
 	errc := make(chan error, 2*cfg.Pairs)
 	var conns []net.Conn
 	var wg sync.WaitGroup
+	var snd senders
 	defer func() {
 		cancel()
 		for _, c := range conns {
 			c.Close()
 		}
 		wg.Wait()
+		snd.wg.Wait()
 	}()
 	fail := func(err error) {
 		if ctx.Err() == nil {
 			errc <- err
 		}
 	}
-	frameCost := int64(cfg.Size + 64)
 	for i := 0; i < cfg.Pairs; i++ {
-		snd, err := net.Dial("tcp4", ln.Addr().String())
+		s, err := net.Dial("tcp4", ln.Addr().String())
 		if err != nil {
 			return nil, err
 		}
 		rcv, err := ln.Accept()
 		if err != nil {
-			snd.Close()
+			s.Close()
 			return nil, err
 		}
-		conns = append(conns, snd, rcv)
+		conns = append(conns, s, rcv)
 		st := &stats[i]
-		credit := make(chan struct{}, 1)
-		wg.Add(2)
+		g := &gate{cfg: &cfg, st: st, credit: make(chan struct{}, 1), stop: &snd.stop}
+		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			r := protocol.NewReader(bufio.NewReaderSize(rcv, 64<<10), protocol.Fixed(cfg.Size))
@@ -69,45 +70,34 @@ func Direct(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, error
 					return
 				}
 				st.count(binary.BigEndian.Uint64(f.Payload), &next)
-				if st.recvBytes.Add(frameCost)%(frameCost*64) == 0 {
-					select {
-					case credit <- struct{}{}:
-					default:
-					}
-				}
+				g.received(st)
 			}
 		}()
+		snd.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer snd.wg.Done()
 			frame, _ := protocol.AppendTransfer(nil, fmt.Sprintf("s%d", i), fmt.Sprintf("r%d", i), make([]byte, cfg.Size))
 			seqAt := len(frame) - cfg.Size
-			w := bufio.NewWriterSize(snd, 64<<10)
+			// The relay client's buffer: written when full, not per frame.
+			w := bufio.NewWriterSize(s, 64<<10)
 			var sent int64
-			for seq := uint64(0); ctx.Err() == nil; seq++ {
-				for sent-st.recvBytes.Load() > int64(cfg.Window) {
-					if err := w.Flush(); err != nil {
-						fail(err)
-						return
-					}
-					select {
-					case <-credit:
-					case <-time.After(time.Millisecond):
-					case <-ctx.Done():
-						return
-					}
+			for seq := uint64(0); !snd.stop.Load(); seq++ {
+				if err := g.wait(ctx, sent, w.Flush); err != nil {
+					fail(err)
+					return
 				}
 				binary.BigEndian.PutUint64(frame[seqAt:], seq)
+				st.sent.inc()
 				if _, err := w.Write(frame); err != nil {
 					fail(err)
 					return
 				}
-				// The write buffer goes out when it fills, and before
-				// waiting for the window: batched as a client library
-				// batches (nats.go does the same), so that the load
-				// generator is not what runs out of CPU first.
-				sent += frameCost
+				sent += cfg.frameCost()
+			}
+			if err := w.Flush(); err != nil {
+				fail(err)
 			}
 		}()
 	}
-	return measure(ctx, cfg, stats, errc, "direct")
+	return measure(ctx, &cfg, stats, &snd, errc, "direct")
 }
