@@ -103,7 +103,7 @@ func FuzzWrite(f *testing.F) {
 			from, to := int(spec[0]%8)+1, int(spec[1]%8)
 			n := int(binary.BigEndian.Uint16([]byte{spec[2], 0})) % 70000
 			if len(spec) > 3 {
-				n = int(spec[2])<<int(spec[3]%9) % 70000
+				n = int(spec[2]) << int(spec[3]%9) % 70000
 			}
 			fr, _ := protocol.AppendTransfer(nil, bytes.Repeat([]byte("f"), from), bytes.Repeat([]byte("t"), to), bytes.Repeat([]byte{spec[1]}, n))
 			frames = append(frames, fr)
