@@ -22,8 +22,8 @@ build:
 test: lint
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...   # the comparison tools (a module of their own)
-	$(GO) test -race -count=1 -timeout 8m ./...
-	cd bench && $(GO) test -count=1 ./...
+	$(GO) test -race -count=1 -shuffle=on -timeout 8m ./...
+	cd bench && $(GO) test -count=1 -shuffle=on ./...
 
 # Forwarding, reader and registry benchmarks.
 bench:
@@ -56,6 +56,12 @@ package: build
 		"$$(git log -1 --format=%cD 2>/dev/null || date -R)" | gzip -9n > bin/changelog.Debian.gz
 	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package -f packaging/nfpm.yaml -p deb -t $(DIST)/
 	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package -f packaging/nfpm.yaml -p rpm -t $(DIST)/
+
+# testssl.sh's verdict on a TLS listener (needs the testssl.sh package; a few
+# minutes; not part of test).
+.PHONY: tls-audit
+tls-audit:
+	packaging/tls-audit.sh
 
 # Throwaway CA, server and client certificates for examples/tls.toml and examples/mtls.toml.
 certs:

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/relayd/relayd/internal/testcert"
 )
 
 func TestParseSize(t *testing.T) {
@@ -53,12 +51,22 @@ func TestDefaultsMatchTheSpec(t *testing.T) {
 		MaxPayload: 8 << 20, SendQueue: 16 << 20,
 		LoginTimeout: Duration(10 * time.Second), IdleTimeout: Duration(2 * time.Minute),
 		WriteTimeout: Duration(10 * time.Second),
+		SlowReceiver: "drop", StallTimeout: Duration(250 * time.Millisecond),
 	}
 	if l.Limits != want {
 		t.Fatalf("default limits = %+v, want %+v", l.Limits, want)
 	}
-	if c.Admin != nil || c.Log.Level != "info" || c.Log.File != "" || !c.Reload.Watch {
+	if b := l.Limits.Burst(); b != 8<<20+522 {
+		t.Fatalf("default Burst = %d, want max_payload + 522", b)
+	}
+	if l.Transport != "tcp" || l.WebSocket() || l.TLSMinVersion != "" || l.ProxyProtocol || l.ClientIDFromToken {
+		t.Fatalf("default listener = %+v", l)
+	}
+	if c.Admin != nil || c.Auth != nil || c.Cluster != nil || c.Log.Level != "info" || c.Log.File != "" || !c.Reload.Watch {
 		t.Fatalf("defaults = %+v", c)
+	}
+	if c.Server.ShutdownTimeout.D() != 10*time.Second || c.Server.DrainPeriod.D() != 30*time.Second {
+		t.Fatalf("server defaults = %+v", c.Server)
 	}
 	if err := c.validate(); err != nil {
 		t.Fatal(err)
@@ -165,7 +173,7 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"unknown top-level key", "\nfoo = 1\n", 2, "foo", "unknown key"},
 		{"unknown table", "[limit]\nmax_payload = 1\n", 1, "limit", "unknown key"},
 		{"unknown key in table", "[limits]\n\nidle_timout = \"1s\"\n", 3, "limits.idle_timout", "unknown key"},
-		{"unknown key in listener", "[[listener]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\ntls = true\n", 4, "listener.tls", "unknown key"},
+		{"unknown key in listener", "[[listener]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\ntls = true\n", 4, "listener[0].tls", "unknown key"},
 		{"bad duration", "[limits]\nidle_timeout = \"5 minutes\"\n", 2, "limits.idle_timeout", "invalid duration"},
 		{"duration not a string", "[limits]\nidle_timeout = 5\n", 2, "limits.idle_timeout", "invalid duration"},
 		{"negative size", "[limits]\nmax_payload = -1\n", 2, "limits.max_payload", "invalid size"},
@@ -221,43 +229,6 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
-func TestCheckLoadsTLSFiles(t *testing.T) {
-	dir := t.TempDir()
-	ca, _ := testcert.NewCA("test CA")
-	srv, _ := ca.Server("relayd")
-	certPath, keyPath, _ := srv.Write(dir, "server")
-	caPath, _ := ca.Write(dir, "ca")
-	other, _ := ca.Server("other")
-	_, otherKey, _ := other.Write(dir, "other")
-	garbage := filepath.Join(dir, "garbage.pem")
-	os.WriteFile(garbage, []byte("not a certificate"), 0o644)
-
-	listener := func(cert, key, ca string) *Config {
-		c := Default()
-		c.Listeners[0] = Listener{Name: "tls", Address: "127.0.0.1:0", TLSCert: cert, TLSKey: key, TLSClientCA: ca, Limits: c.Limits}
-		return c
-	}
-	if err := listener(certPath, keyPath, caPath).Check(); err != nil {
-		t.Fatalf("valid TLS files: %v", err)
-	}
-	tc, err := listener(certPath, keyPath, caPath).Listeners[0].LoadTLS()
-	if err != nil || tc.MinVersion < 0x0303 || tc.ClientCAs == nil {
-		t.Fatalf("LoadTLS = %+v, %v", tc, err)
-	}
-	for name, c := range map[string]*Config{
-		"missing cert":    listener(filepath.Join(dir, "missing.pem"), keyPath, ""),
-		"mismatched key":  listener(certPath, otherKey, ""),
-		"garbage cert":    listener(garbage, keyPath, ""),
-		"missing CA":      listener(certPath, keyPath, filepath.Join(dir, "missing-ca.pem")),
-		"garbage CA file": listener(certPath, keyPath, garbage),
-	} {
-		err := c.Check()
-		if err == nil || !strings.Contains(err.Error(), `listener "tls"`) {
-			t.Errorf("%s: err = %v, want an error naming the listener", name, err)
-		}
-	}
-}
-
 func TestLimitsDiff(t *testing.T) {
 	a := Default().Limits
 	b := a
@@ -268,5 +239,29 @@ func TestLimitsDiff(t *testing.T) {
 	}
 	if len(a.Diff(a)) != 0 {
 		t.Fatal("Diff of equal limits is not empty")
+	}
+	b = a
+	b.SlowReceiver, b.StallTimeout, b.RateLimit, b.RateBurst, b.LoginsPerIP = "disconnect", 1, 2, 3, 4
+	if d := strings.Join(a.Diff(b), ","); d != "slow_receiver,stall_timeout,rate_limit,rate_burst,logins_per_ip" {
+		t.Fatalf("Diff of the new limits = %q", d)
+	}
+}
+
+func TestListenerDiff(t *testing.T) {
+	src := "[[listener]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ntransport = \"websocket\"\n"
+	c1, err := Parse("x.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Parse("x.toml", []byte(src+"ws_origins = [\"*\"]\nws_trusted_proxies = [\"10.0.0.1\"]\nproxy_protocol = true\nrate_limit = 5\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := &c1.Listeners[0], &c2.Listeners[0]
+	if d := strings.Join(a.Diff(b), ","); d != "proxy_protocol,ws_origins,ws_trusted_proxies,rate_limit" {
+		t.Fatalf("Diff = %q", d)
+	}
+	if d := a.Diff(a); len(d) != 0 {
+		t.Fatalf("Diff of a listener with itself = %v", d)
 	}
 }

@@ -8,8 +8,14 @@ import "strings"
 // expose key positions, so this reads the source the way a person would:
 // table headers and "key = value" lines.
 func locate(src string, p path) int {
+	line, _ := find(src, p)
+	return line
+}
+
+// find is locate that also says whether the key itself was found.
+func find(src string, p path) (line int, found bool) {
 	if len(p.keys) == 0 {
-		return 0
+		return 0, false
 	}
 	table := strings.Join(p.keys[:len(p.keys)-1], ".")
 	last := p.keys[len(p.keys)-1]
@@ -22,7 +28,7 @@ func locate(src string, p path) int {
 			header, _, _ := strings.Cut(t, "]")
 			current = strings.TrimSpace(strings.TrimLeft(header, "["))
 			if current == whole { // the key names a table, e.g. an unknown [section]
-				return i + 1
+				return i + 1, true
 			}
 			if current == table {
 				instance++
@@ -36,8 +42,21 @@ func locate(src string, p path) int {
 			continue
 		}
 		if k, _, ok := strings.Cut(t, "="); ok && strings.Trim(strings.TrimSpace(k), `"'`) == last {
-			return i + 1
+			return i + 1, true
 		}
 	}
-	return tableLine
+	return tableLine, false
+}
+
+// instance returns which table of the array of tables keys[0] sets the
+// rest of keys, or -1: the decoder reports unknown keys of [[listener]]
+// without saying in which one.
+func instance(src string, keys []string) int {
+	n := strings.Count(src, "[[") // at least the number of tables: enough to stop
+	for i := 0; i < n; i++ {
+		if _, ok := find(src, path{keys: keys, index: i}); ok {
+			return i
+		}
+	}
+	return -1
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/server"
 	"github.com/relayd/relayd/internal/syncbuf"
+	"github.com/relayd/relayd/internal/wait"
 )
 
 var binary string
@@ -46,13 +48,7 @@ func dial(t *testing.T, port, id string) *client.Client {
 
 func waitClients(t *testing.T, s *server.Server, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Stats().Clients < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("never saw %d logged-in clients", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, fmt.Sprintf("never saw %d logged-in clients", n), func() bool { return s.Stats().Clients >= n })
 }
 
 func TestLinesAreSentAndFramesPrinted(t *testing.T) {
@@ -86,10 +82,10 @@ func TestLinesAreSentAndFramesPrinted(t *testing.T) {
 	if err := bob.Send("alice", []byte("bye")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stdout.String(), "bob: bye\n") && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // stdout is written by the child; poll for it
-	}
+	// stdout is written by the child; poll for it (the check below says what came instead).
+	wait.For(t, 10*time.Second, "alice never printed bob's last frame", func() bool {
+		return strings.Contains(stdout.String(), "bob: bye\n")
+	})
 	io.WriteString(stdin, "/quit\nnever sent\n")
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v; stderr: %s", err, stderr.String())

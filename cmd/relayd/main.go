@@ -18,7 +18,9 @@ import (
 	"strconv"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/auth"
 	"github.com/relayd/relayd/internal/daemon"
+	"github.com/relayd/relayd/internal/metrics"
 )
 
 // version is set at build time: -ldflags "-X main.version=1.2.3".
@@ -26,6 +28,15 @@ var version = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// relayd -t parses the files that other packages own with their parsers.
+func init() {
+	config.CheckJWTKeys = func(path string) error {
+		_, err := auth.LoadKeys(path)
+		return err
+	}
+	config.CheckWebConfig = metrics.ValidateWebConfig
 }
 
 const usage = `usage: relayd [PORT]
@@ -48,7 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("t", false, "")
 	fs.BoolVar(check, "check", false, "")
 	showVersion := fs.Bool("version", false, "")
-	if err := fs.Parse(args); err != nil {
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
 			return 0
@@ -61,11 +73,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var cfg *config.Config
-	switch rest := fs.Args(); {
+	switch {
+	case len(rest) > 0 && *configPath != "":
+		return usageError(stderr, "PORT cannot be combined with -c: set the listener address in the config file")
 	case len(rest) > 1:
 		return usageError(stderr, fmt.Sprintf("unexpected arguments %q", rest[1:]))
-	case len(rest) == 1 && *configPath != "":
-		return usageError(stderr, "PORT cannot be combined with -c: set the listener address in the config file")
 	case len(rest) == 1:
 		port, err := strconv.Atoi(rest[0])
 		if err != nil || port < 1 || port > 65535 {
@@ -73,7 +85,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg = config.DefaultWithPort(port)
 	case *configPath != "":
-		var err error
 		if cfg, err = config.Load(*configPath); err != nil {
 			fmt.Fprintf(stderr, "relayd: %v\n", err)
 			return 1
@@ -101,6 +112,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// parseInterspersed parses flags wherever they are among the arguments,
+// so that "relayd 40000 -c FILE" is read like "relayd -c FILE 40000"
+// (and refused for the same reason) instead of stopping at the PORT as
+// the flag package does. Everything after "--" is an argument.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		parsed := args[:len(args)-fs.NArg()]
+		args = fs.Args()
+		if len(parsed) > 0 && parsed[len(parsed)-1] == "--" {
+			return append(rest, args...), nil
+		}
+		if len(args) == 0 {
+			return rest, nil
+		}
+		rest, args = append(rest, args[0]), args[1:]
+	}
 }
 
 func usageError(stderr io.Writer, msg string) int {

@@ -21,6 +21,7 @@ import (
 	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/syncbuf"
 	"github.com/relayd/relayd/internal/testcert"
+	"github.com/relayd/relayd/internal/wait"
 )
 
 var relaydBin string
@@ -63,22 +64,26 @@ func start(t *testing.T, args ...string) *relayd {
 }
 
 // waitLog waits for the n+1-th log entry whose msg is msg and returns it.
+// (start's cleanup shows relayd's output when the test fails.)
 func (r *relayd) waitLog(msg string, n int) map[string]any {
 	r.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if e := r.logs.find(msg); len(e) > n {
-			return e[n]
+	var found []map[string]any
+	wait.For(r.t, 15*time.Second, fmt.Sprintf("relayd never logged %q", msg), func() bool {
+		if found = r.logs.find(msg); len(found) > n {
+			return true
 		}
 		select {
 		case err := <-r.exited:
 			r.exited <- err
-			r.t.Fatalf("relayd exited (%v) before logging %q:\n%s", err, msg, r.logs.String())
-		case <-time.After(5 * time.Millisecond):
+			if found = r.logs.find(msg); len(found) > n { // logged just before exiting
+				return true
+			}
+			r.t.Fatalf("relayd exited (%v) before logging %q", err, msg)
+		default:
 		}
-	}
-	r.t.Fatalf("relayd never logged %q:\n%s", msg, r.logs.String())
-	return nil
+		return false
+	})
+	return found[n]
 }
 
 // addr returns the address listener name is bound to, from its log line.
@@ -97,16 +102,14 @@ func (r *relayd) addr(name string) string {
 // after the first `after` ones.
 func (r *relayd) waitReload(after int, trigger string) {
 	r.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	wait.For(r.t, 15*time.Second, "no reload by "+trigger, func() bool {
 		for _, e := range r.logs.find("configuration reloaded")[after:] {
 			if e["trigger"] == trigger {
-				return
+				return true
 			}
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	r.t.Fatalf("no reload by %s:\n%s", trigger, r.logs.String())
+		return false
+	})
 }
 
 func (r *relayd) signal(sig syscall.Signal) {
@@ -153,19 +156,6 @@ func (l *logBuffer) find(msg string) []map[string]any {
 	return out
 }
 
-func writeConfig(t *testing.T, path, body string) {
-	t.Helper()
-	// Write a new file and rename it into place, so that a watcher never
-	// reads half a file.
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
 const baseConfig = `
 [log]
 format = "json"
@@ -210,7 +200,7 @@ func TestVersion(t *testing.T) {
 func TestCheck(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.toml")
-	writeConfig(t, good, configText("info", true, "2m"))
+	relaytest.WriteConfig(t, good, configText("info", true, "2m"))
 	for _, flag := range []string{"-t", "--check"} {
 		out, errOut, code := runCLI(t, "-c", good, flag)
 		if code != 0 || out != "configuration OK\n" {
@@ -219,7 +209,7 @@ func TestCheck(t *testing.T) {
 	}
 
 	bad := filepath.Join(dir, "bad.toml")
-	writeConfig(t, bad, "[limits]\nmax_payload = \"8MiB\"\n\nidle_timout = \"5m\"\n")
+	relaytest.WriteConfig(t, bad, "[limits]\nmax_payload = \"8MiB\"\n\nidle_timout = \"5m\"\n")
 	_, errOut, code := runCLI(t, "-c", bad, "-t")
 	if code != 1 || !strings.Contains(errOut, bad+":4") || !strings.Contains(errOut, "limits.idle_timout") {
 		t.Fatalf("bad file: %q, exit %d", errOut, code)
@@ -230,16 +220,32 @@ func TestCheck(t *testing.T) {
 	leaf, _ := ca.Server("relayd")
 	cert, _, _ := leaf.Write(dir, "server")
 	tlsConf := filepath.Join(dir, "tls.toml")
-	writeConfig(t, tlsConf, fmt.Sprintf("[[listener]]\nname = \"tls\"\naddress = \"127.0.0.1:0\"\ntls_cert = %q\ntls_key = %q\n", cert, filepath.Join(dir, "nokey.pem")))
+	relaytest.WriteConfig(t, tlsConf, fmt.Sprintf("[[listener]]\nname = \"tls\"\naddress = \"127.0.0.1:0\"\ntls_cert = %q\ntls_key = %q\n", cert, filepath.Join(dir, "nokey.pem")))
 	_, errOut, code = runCLI(t, "-c", tlsConf, "-t")
-	if code != 1 || !strings.Contains(errOut, `listener "tls"`) || !strings.Contains(errOut, "nokey.pem") {
-		t.Fatalf("missing key: %q, exit %d", errOut, code)
+	if want := tlsConf + `:5: listener[0].tls_key: listener "tls": read key: open ` + filepath.Join(dir, "nokey.pem"); code != 1 || !strings.Contains(errOut, want) {
+		t.Fatalf("missing key: %q, exit %d; want %q", errOut, code, want)
+	}
+
+	// Messages that say what to fix (issue 15).
+	for _, tc := range []struct{ body, want string }{
+		{"[limits]\nidle_timout = \"5m\"\n", ":2: limits.idle_timout: unknown key (did you mean idle_timeout?)"},
+		{"[admin]\naddress = \"127.0.0.1:9333\"\n[[listener]]\nname = \"any\"\naddress = \"0.0.0.0:9333\"\n",
+			`:2: admin.address: "127.0.0.1:9333" collides with listener[0] ("any", "0.0.0.0:9333")`},
+		{"[[listener]]\nname = \"a\"\naddress = \"[::]:5000\"\n[[listener]]\nname = \"b\"\naddress = \"127.0.0.1:5000\"\n",
+			`:6: listener[1].address: listener "b": address "127.0.0.1:5000" collides with listener[0] ("a", "[::]:5000")`},
+	} {
+		p := writeTemp(t, dir, "msg.toml", tc.body)
+		_, errOut, code := runCLI(t, "-c", p, "-t")
+		if code != 1 || !strings.HasPrefix(errOut, "relayd: "+p+tc.want) || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("%q: exit %d, %q; want a line starting %q", tc.body, code, errOut, "relayd: "+p+tc.want)
+		}
 	}
 }
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"-c", "x.toml", "40000"}, // PORT with -c
+		{"40000", "-c", "x.toml"}, // the same, flags after the PORT
 		{"40000", "40001"},
 		{"notaport"},
 		{"70000"},
@@ -248,6 +254,38 @@ func TestUsageErrors(t *testing.T) {
 		_, errOut, code := runCLI(t, args...)
 		if code != 2 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line", args, code, errOut)
+		}
+	}
+}
+
+// Flags may come before or after the PORT, as with most commands; the
+// mistake is then reported as what it is. In-process: nothing starts.
+func TestArgumentOrder(t *testing.T) {
+	const withC = "relayd: PORT cannot be combined with -c: set the listener address in the config file (relayd -h for usage)\n"
+	tests := []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"-c", "x.toml", "40000"}, 2, "", withC},
+		{[]string{"40000", "-c", "x.toml"}, 2, "", withC},
+		{[]string{"40000", "-c=x.toml", "-t"}, 2, "", withC},
+		{[]string{"-t", "40000", "-c", "x.toml"}, 2, "", withC},
+		{[]string{"40000", "-c", "x.toml", "40001"}, 2, "", withC},
+		{[]string{"40000", "40001"}, 2, "", "relayd: unexpected arguments [\"40001\"] (relayd -h for usage)\n"},
+		{[]string{"40000", "--bogus"}, 2, "", "relayd: flag provided but not defined: -bogus (relayd -h for usage)\n"},
+		{[]string{"--", "-c"}, 2, "", "relayd: invalid port \"-c\": want a number from 1 to 65535 (relayd -h for usage)\n"},
+		{[]string{"40000", "-t"}, 0, "configuration OK\n", ""},
+		{[]string{"40000", "--check"}, 0, "configuration OK\n", ""},
+		{[]string{"-t"}, 0, "configuration OK\n", ""},
+		{[]string{"40000", "-h"}, 0, usage, ""},
+	}
+	for _, tc := range tests {
+		var stdout, stderr bytes.Buffer
+		code := run(tc.args, &stdout, &stderr)
+		if code != tc.code || stdout.String() != tc.stdout || stderr.String() != tc.stderr {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want %d, %q, %q", tc.args, code, stdout.String(), stderr.String(), tc.code, tc.stdout, tc.stderr)
 		}
 	}
 }
@@ -279,7 +317,7 @@ func TestStartFailures(t *testing.T) {
 func writeTemp(t *testing.T, dir, name, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	writeConfig(t, p, body)
+	relaytest.WriteConfig(t, p, body)
 	return p
 }
 
@@ -311,7 +349,7 @@ func TestGracefulShutdown(t *testing.T) {
 func TestReloadLosesNoFrame(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "relayd.toml")
-	writeConfig(t, path, configText("info", true, "2m"))
+	relaytest.WriteConfig(t, path, configText("info", true, "2m"))
 	r := start(t, "-c", path)
 	addr := r.addr("plain")
 
@@ -379,10 +417,10 @@ func TestReloadLosesNoFrame(t *testing.T) {
 		before := len(r.logs.find("configuration reloaded"))
 		trigger := "file change"
 		if i%2 == 0 {
-			writeConfig(t, path, configText("info", true, idle))
+			relaytest.WriteConfig(t, path, configText("info", true, idle))
 		} else {
 			trigger = "SIGHUP"
-			writeConfig(t, path, configText("info", true, idle))
+			relaytest.WriteConfig(t, path, configText("info", true, idle))
 			r.signal(syscall.SIGHUP) // the watcher may reload the same content too
 		}
 		r.waitReload(before, trigger)
@@ -449,11 +487,11 @@ func probe(t *testing.T, a, b *client.Client) {
 func TestBrokenReloadKeepsRunningConfig(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "relayd.toml")
-	writeConfig(t, path, configText("info", false, "2m"))
+	relaytest.WriteConfig(t, path, configText("info", false, "2m"))
 	r := start(t, "-c", path)
 	addr := r.addr("plain")
 
-	writeConfig(t, path, "[limits]\nidle_timeout = \"soon\"\n")
+	relaytest.WriteConfig(t, path, "[limits]\nidle_timeout = \"soon\"\n")
 	r.signal(syscall.SIGHUP)
 	e := r.waitLog("reload failed; the running configuration is unchanged", 0)
 	if msg, _ := e["error"].(string); !strings.Contains(msg, "relayd.toml:2") || !strings.Contains(msg, "limits.idle_timeout") {
@@ -471,11 +509,11 @@ func TestLogFileAndRotation(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "relayd.toml")
 	logFile := filepath.Join(dir, "logs", "relayd.log")
-	writeConfig(t, path, configText("info", false, "2m"))
+	relaytest.WriteConfig(t, path, configText("info", false, "2m"))
 	r := start(t, "-c", path)
 
 	withFile := strings.Replace(configText("debug", false, "2m"), "[log]", fmt.Sprintf("[log]\nfile = %q\ncompress = false", logFile), 1)
-	writeConfig(t, path, withFile)
+	relaytest.WriteConfig(t, path, withFile)
 	r.signal(syscall.SIGHUP)
 	waitFile(t, logFile, `"msg":"configuration reloaded"`) // logged after the switch
 
@@ -489,20 +527,13 @@ func TestLogFileAndRotation(t *testing.T) {
 
 	r.signal(syscall.SIGUSR1)
 	waitFile(t, logFile, `"msg":"log rotated"`)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		backups, _ := filepath.Glob(filepath.Join(dir, "logs", "relayd-*.log"))
-		if len(backups) == 1 {
-			b, _ := os.ReadFile(backups[0])
-			if !strings.Contains(string(b), `"msg":"login"`) {
-				t.Fatalf("the rotated file does not hold the earlier lines:\n%s", b)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no rotated file: %v", backups)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var backups []string
+	wait.For(t, 10*time.Second, "no rotated file", func() bool {
+		backups, _ = filepath.Glob(filepath.Join(dir, "logs", "relayd-*.log"))
+		return len(backups) == 1
+	})
+	if b, _ := os.ReadFile(backups[0]); !strings.Contains(string(b), `"msg":"login"`) {
+		t.Fatalf("the rotated file does not hold the earlier lines:\n%s", b)
 	}
 	r.signal(syscall.SIGTERM)
 	if code := r.wait(10 * time.Second); code != 0 {
@@ -513,17 +544,16 @@ func TestLogFileAndRotation(t *testing.T) {
 
 func waitFile(t *testing.T, path, substr string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, _ := os.ReadFile(path)
-		if bytes.Contains(b, []byte(substr)) {
-			return
+	var b []byte
+	defer func() { // runs as the failure ends the test, too
+		if t.Failed() {
+			t.Logf("%s holds:\n%s", path, b)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never contained %s:\n%s", path, substr, b)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}()
+	wait.For(t, 10*time.Second, fmt.Sprintf("%s never contained %s", path, substr), func() bool {
+		b, _ = os.ReadFile(path)
+		return bytes.Contains(b, []byte(substr))
+	})
 }
 
 // Running with no config file: built-in defaults and a PORT argument.
@@ -591,24 +621,35 @@ func parseLogfmt(line string) map[string]any {
 func TestSignalRightAfterStart(t *testing.T) {
 	path := writeTemp(t, t.TempDir(), "r.toml", configText("info", false, "2m"))
 	for i := 0; i < 10; i++ {
+		// Read stderr as relayd writes it and signal on the very line,
+		// rather than polling for it: as soon as possible, no sleeps.
 		cmd := exec.Command(relaydBin, "-c", path)
-		logs := &logBuffer{}
-		cmd.Stderr = logs
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for len(logs.find("listener started")) == 0 {
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				t.Fatalf("no listener started:\n%s", logs.String())
+		hung := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
+		var logs strings.Builder
+		signalled := false
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if !signalled && strings.Contains(sc.Text(), "listener started") {
+				if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+				signalled = true
 			}
-			time.Sleep(100 * time.Microsecond)
 		}
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
+		err = cmd.Wait()
+		hung.Stop()
+		if !signalled {
+			t.Fatalf("run %d: no listener started (%v):\n%s", i, err, logs.String())
 		}
-		if err := cmd.Wait(); err != nil {
+		if err != nil {
 			t.Fatalf("run %d: %v (want a graceful exit 0)\n%s", i, err, logs.String())
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/relayd/relayd/internal/relaytest"
 )
 
 // The sd_notify protocol as systemd sees it: READY=1 once every listener is
@@ -38,7 +40,7 @@ func TestSdNotify(t *testing.T) {
 
 	path := filepath.Join(dir, "relayd.toml")
 	port := freePort(t)
-	writeConfig(t, path, strings.Replace(configText("info", false, "2m"), "127.0.0.1:0", "127.0.0.1:"+port, 1))
+	relaytest.WriteConfig(t, path, strings.Replace(configText("info", false, "2m"), "127.0.0.1:0", "127.0.0.1:"+port, 1))
 	cmd := exec.Command(relaydBin, "-c", path)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	logs := &logBuffer{}
@@ -60,7 +62,7 @@ func TestSdNotify(t *testing.T) {
 	}
 
 	for _, body := range []string{strings.Replace(configText("info", false, "3m"), "127.0.0.1:0", "127.0.0.1:"+port, 1), "[limits]\nidle_timeout = \"x\"\n"} {
-		writeConfig(t, path, body)
+		relaytest.WriteConfig(t, path, body)
 		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,7 +82,7 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 	// The admin listener comes up first, so /readyz answers 503 until
 	// every relay listener is bound.
 	if cfg.Admin != nil {
-		if d.admin, err = metrics.Listen(cfg.Admin.Address, d.handler, log.Logger); err != nil {
+		if d.admin, err = metrics.Listen(cfg.Admin.Address, cfg.Admin.WebConfigFile, d.handler, log.Logger); err != nil {
 			signal.Stop(sigs)
 			_ = log.Close()
 			return nil, err
@@ -246,7 +248,7 @@ func (d *Daemon) apply(cfg *config.Config) error {
 	if !d.adminUnchanged(cfg.Admin) {
 		stale, admin = d.admin, nil
 		if cfg.Admin != nil {
-			if admin, err = metrics.Listen(cfg.Admin.Address, d.handler, d.log.Logger); err != nil {
+			if admin, err = metrics.Listen(cfg.Admin.Address, cfg.Admin.WebConfigFile, d.handler, d.log.Logger); err != nil {
 				return err
 			}
 		}
@@ -275,15 +277,17 @@ func (d *Daemon) adminUnchanged(next *config.Admin) bool {
 	if d.admin == nil || next == nil {
 		return d.admin == nil && next == nil
 	}
-	return server.SameAddress(d.cfg.Admin.Address, d.admin.Addr(), next.Address)
+	return server.SameAddress(d.cfg.Admin.Address, d.admin.Addr(), next.Address) &&
+		d.cfg.Admin.WebConfigFile == next.WebConfigFile
 }
 
 func sameAdmin(a, b *config.Admin) bool {
 	return (a == nil && b == nil) || (a != nil && b != nil && *a == *b)
 }
 
-// describe lists the global settings that differ, for the reload log line;
-// the server logs listener changes itself.
+// describe lists what differs, for the reload log line: global sections,
+// and listeners added or removed by name (the server logs what changed in
+// the listeners it kept).
 func describe(old, new *config.Config) string {
 	var c []string
 	if old.Log != new.Log {
@@ -297,6 +301,32 @@ func describe(old, new *config.Config) string {
 	}
 	if old.Server != new.Server {
 		c = append(c, "server")
+	}
+	if !reflect.DeepEqual(old.Auth, new.Auth) {
+		c = append(c, "auth")
+	}
+	if !reflect.DeepEqual(old.Cluster, new.Cluster) {
+		c = append(c, "cluster")
+	}
+	was := map[string]*config.Listener{}
+	for i := range old.Listeners {
+		was[old.Listeners[i].Name] = &old.Listeners[i]
+	}
+	for i := range new.Listeners {
+		l := &new.Listeners[i]
+		prev, ok := was[l.Name]
+		switch {
+		case !ok:
+			c = append(c, "listener "+strconv.Quote(l.Name)+" added")
+		case len(prev.Diff(l)) > 0:
+			c = append(c, "listener "+strconv.Quote(l.Name))
+		}
+		delete(was, l.Name)
+	}
+	for i := range old.Listeners {
+		if _, gone := was[old.Listeners[i].Name]; gone {
+			c = append(c, "listener "+strconv.Quote(old.Listeners[i].Name)+" removed")
+		}
 	}
 	if len(c) == 0 {
 		return "none"

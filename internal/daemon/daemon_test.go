@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -21,6 +20,8 @@ import (
 	"github.com/relayd/relayd/client"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/protocol"
+	"github.com/relayd/relayd/internal/relaytest"
+	"github.com/relayd/relayd/internal/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -60,17 +61,10 @@ type harness struct {
 	short string // the short listener: login_timeout 300ms, idle_timeout 400ms
 }
 
-func writeConfig(t *testing.T, path, body string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func startDaemon(t *testing.T, extra string) *harness {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "relayd.toml")
-	writeConfig(t, path, fmt.Sprintf(testConfig, "127.0.0.1:0", extra))
+	relaytest.WriteConfig(t, path, fmt.Sprintf(testConfig, "127.0.0.1:0", extra))
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -144,16 +138,17 @@ func value(t dto.MetricType, m *dto.Metric) float64 {
 // waitMetric waits until the sample has the wanted value.
 func (h *harness) waitMetric(key string, want float64) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
 	var got float64
-	for time.Now().Before(deadline) {
-		var ok bool
-		if got, ok = h.metrics()[key]; ok && got == want {
-			return
+	defer func() { // runs as the failure ends the test, too
+		if h.t.Failed() {
+			h.t.Logf("%s was last %v", key, got)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	h.t.Fatalf("%s = %v, want %v", key, got, want)
+	}()
+	wait.For(h.t, 10*time.Second, fmt.Sprintf("%s never became %v", key, want), func() bool {
+		var ok bool
+		got, ok = h.metrics()[key]
+		return ok && got == want
+	})
 }
 
 func (h *harness) dial(id string) *client.Client {
@@ -237,10 +232,9 @@ func TestMetricsCountRealTraffic(t *testing.T) {
 	h.waitMetric(`relayd_clients`, 3)
 	// Keep offering frames until the kernel's socket buffers are full and a
 	// write blocks for write_timeout (500ms): the receiver is disconnected.
-	deadline := time.Now().Add(20 * time.Second)
-	for h.metrics()[`relayd_disconnects_total{reason="write_timeout"}`] == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the slow receiver was never disconnected")
+	wait.For(t, 20*time.Second, "the slow receiver was never disconnected", func() bool {
+		if h.metrics()[`relayd_disconnects_total{reason="write_timeout"}`] != 0 {
+			return true
 		}
 		for i := 0; i < 32; i++ {
 			if err := a.Queue("slow", make([]byte, 64<<10)); err != nil {
@@ -248,8 +242,8 @@ func TestMetricsCountRealTraffic(t *testing.T) {
 			}
 		}
 		_ = a.Flush()
-		time.Sleep(5 * time.Millisecond)
-	}
+		return false
+	})
 	if h.metrics()[`relayd_frames_dropped_total{reason="queue_full"}`] == 0 {
 		t.Fatal("no queue_full drop counted")
 	}
@@ -287,7 +281,7 @@ func TestMetricsAcrossReloads(t *testing.T) {
 	h.waitMetric(`relayd_disconnects_total{reason="limit"}`, 1)
 
 	before := h.metrics()[`relayd_config_last_reload_success_timestamp_seconds`]
-	writeConfig(t, h.path, "[limits]\nidle_timeout = \"never\"\n")
+	relaytest.WriteConfig(t, h.path, "[limits]\nidle_timeout = \"never\"\n")
 	if err := h.d.Reload("test"); err == nil {
 		t.Fatal("a broken config reloaded")
 	}
@@ -298,7 +292,7 @@ func TestMetricsAcrossReloads(t *testing.T) {
 
 	// A good config that moves the listener: its connections are closed as listener_removed.
 	admin := h.d.AdminAddr().String()
-	writeConfig(t, h.path, strings.Replace(fmt.Sprintf(testConfig, admin, ""),
+	relaytest.WriteConfig(t, h.path, strings.Replace(fmt.Sprintf(testConfig, admin, ""),
 		`name = "plain"`, `name = "renamed"`, 1))
 	if err := h.d.Reload("test"); err != nil {
 		t.Fatal(err)
@@ -347,7 +341,7 @@ func TestHealthEndpoints(t *testing.T) {
 func TestAdminAddressReload(t *testing.T) {
 	h := startDaemon(t, "")
 	old := h.d.AdminAddr().String()
-	writeConfig(t, h.path, fmt.Sprintf(testConfig, "127.0.0.1:0", ""))
+	relaytest.WriteConfig(t, h.path, fmt.Sprintf(testConfig, "127.0.0.1:0", ""))
 	// Same text as at start ("127.0.0.1:0"): unchanged, stays where it is.
 	if err := h.d.Reload("test"); err != nil {
 		t.Fatal(err)
@@ -357,14 +351,14 @@ func TestAdminAddressReload(t *testing.T) {
 	}
 	busy, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer busy.Close()
-	writeConfig(t, h.path, fmt.Sprintf(testConfig, busy.Addr().String(), ""))
+	relaytest.WriteConfig(t, h.path, fmt.Sprintf(testConfig, busy.Addr().String(), ""))
 	if err := h.d.Reload("test"); err == nil || !strings.Contains(err.Error(), "admin") {
 		t.Fatalf("reload onto a busy admin address: %v", err)
 	}
 	if code, _ := h.get("/healthz"); code != 200 || h.d.AdminAddr().String() != old {
 		t.Fatal("a failed reload moved the admin listener")
 	}
-	writeConfig(t, h.path, strings.Replace(fmt.Sprintf(testConfig, "x", ""), "[admin]\naddress = \"x\"\n", "", 1))
+	relaytest.WriteConfig(t, h.path, strings.Replace(fmt.Sprintf(testConfig, "x", ""), "[admin]\naddress = \"x\"\n", "", 1))
 	if err := h.d.Reload("test"); err != nil {
 		t.Fatal(err)
 	}

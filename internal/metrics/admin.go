@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 // Handler serves /metrics from reg, /healthz (200 while the process runs)
@@ -40,8 +41,33 @@ type Admin struct {
 	done chan struct{} // closed when Serve has returned
 }
 
-// Listen binds addr and starts serving h on it.
-func Listen(addr string, h http.Handler, log *slog.Logger) (*Admin, error) {
+// ValidateWebConfig checks a web_config_file (the Prometheus exporter
+// web-config format: TLS, client certificates, bcrypt basic_auth_users) the
+// way Listen will use it, certificates and keys included. "" is valid: plain
+// HTTP.
+func ValidateWebConfig(path string) error {
+	if err := web.Validate(path); err != nil {
+		return fmt.Errorf("admin: web_config_file %s: %w", path, err)
+	}
+	return nil
+}
+
+// Listen binds addr and starts serving h on it: plain HTTP when
+// webConfigFile is "", else TLS and/or basic auth as that file says, through
+// exporter-toolkit's web package. The file is validated first and the socket
+// bound here, so a bad file or a taken address is an error now, not a log
+// line later.
+//
+// exporter-toolkit re-reads the file while serving (web/tls_config.go,
+// web/handler.go at v0.20.0): basic_auth_users and headers on every request
+// (an unreadable file then answers 500, never lets a request through), the
+// TLS settings and certificate on every handshake. Whether TLS is on at all,
+// http2 and rate_limit are fixed at Listen: changing those needs a new
+// Listen, which the caller does when the path changes.
+func Listen(addr, webConfigFile string, h http.Handler, log *slog.Logger) (*Admin, error) {
+	if err := ValidateWebConfig(webConfigFile); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen on %s: %w", addr, err)
@@ -60,11 +86,50 @@ func Listen(addr string, h http.Handler, log *slog.Logger) (*Admin, error) {
 	}
 	go func() {
 		defer close(a.done)
-		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if webConfigFile == "" {
+			err = a.srv.Serve(ln)
+		} else {
+			// Its "Listening on"/"TLS is enabled" lines would repeat ours at
+			// every start and reload: debug level; its errors stay errors.
+			quiet := slog.New(infoAsDebug{log.Handler()})
+			err = web.Serve(ln, a.srv, &web.FlagConfig{WebConfigFile: &webConfigFile}, quiet)
+		}
+		// web.Serve can fail before serving (the file broke since Listen
+		// checked it), leaving the socket open: close it in every case.
+		_ = ln.Close()
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin listener failed", "address", ln.Addr().String(), "error", err)
 		}
 	}()
 	return a, nil
+}
+
+// infoAsDebug lowers Info records to Debug.
+type infoAsDebug struct{ slog.Handler }
+
+func (h infoAsDebug) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.Handler.Enabled(ctx, demote(l))
+}
+
+func (h infoAsDebug) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = demote(r.Level)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h infoAsDebug) WithAttrs(as []slog.Attr) slog.Handler {
+	return infoAsDebug{h.Handler.WithAttrs(as)}
+}
+
+func (h infoAsDebug) WithGroup(name string) slog.Handler {
+	return infoAsDebug{h.Handler.WithGroup(name)}
+}
+
+func demote(l slog.Level) slog.Level {
+	if l == slog.LevelInfo {
+		return slog.LevelDebug
+	}
+	return l
 }
 
 // Addr returns the bound address.

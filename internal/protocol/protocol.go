@@ -64,6 +64,14 @@ func TransferLen(fromLen, toLen, payloadLen int) int {
 	return HeaderLen + 1 + fromLen + 1 + toLen + 4 + payloadLen
 }
 
+// PayloadLen returns the payload length of frame, a whole transfer frame
+// that a Reader returned (so its ID lengths are consistent with its size).
+func PayloadLen(frame []byte) int {
+	fromLen := int(frame[HeaderLen])
+	toLen := int(frame[HeaderLen+1+fromLen])
+	return len(frame) - TransferLen(fromLen, toLen, 0)
+}
+
 // ID is a ClientID: opaque bytes, held as a string or a byte slice.
 type ID interface{ ~string | ~[]byte }
 

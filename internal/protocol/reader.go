@@ -36,6 +36,7 @@ type Reader struct {
 	maxPayload func() int   // consulted at each payload length, so a new limit applies from the next frame
 	consume    int          // bytes of the previous frame still in br
 	large      *bufpool.Buf // holds the previous frame when it did not fit br
+	loginOnly  bool         // refuse a transfer at its command byte: nothing before a login may cost more than a login
 }
 
 // NewReader returns a Reader over br, whose size must be at least
@@ -63,6 +64,12 @@ func (r *Reader) Reset(br *bufio.Reader) {
 	}
 	r.br = br
 }
+
+// SetLoginOnly makes Next refuse a transfer (TransferBeforeLog) as soon as
+// its command byte arrives, before its IDs or payload are read or
+// buffered: a server sets it until a login completes, so a connection that
+// has not logged in costs no more than a login needs.
+func (r *Reader) SetLoginOnly(on bool) { r.loginOnly = on }
 
 // Fixed returns a maxPayload function for a limit that never changes.
 func Fixed(n int) func() int { return func() int { return n } }
@@ -94,6 +101,9 @@ func (r *Reader) Next() (Frame, error) {
 	f.Cmd = b[5]
 	if f.Cmd != CmdLogin && f.Cmd != CmdTransfer {
 		return f, BadCommand
+	}
+	if r.loginOnly && f.Cmd != CmdLogin {
+		return f, TransferBeforeLog
 	}
 	if b, err = r.more(b, HeaderLen+1); err != nil {
 		return f, err

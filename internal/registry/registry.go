@@ -1,47 +1,106 @@
-// Package registry maps logged-in ClientIDs to the connections that frames
-// for them are delivered to: one connection per ID, last login wins.
+// Package registry maps logged-in ClientIDs to the peers that frames for
+// them are delivered to: one peer per ID, last login wins.
 //
-// Registry is the seam for scaling out: the Local implementation serves one
-// process; a distributed one (NATS) can implement the same interface and hand
-// out Peers that forward to other nodes.
+// Registry is the seam for scaling out. Local serves one process; a
+// cluster registry (internal/cluster) implements the same interface over
+// NATS and hands out Peers that stand for clients on other nodes. The
+// server neither knows nor cares which kind of Peer a lookup returns.
 package registry
 
 import (
+	"context"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// Result is the outcome of delivering a frame to a Peer.
+// Result is the outcome of offering a frame to a Peer.
 type Result uint8
 
 const (
-	Delivered Result = iota // queued for sending
-	QueueFull               // the peer's send queue has no room for the frame
-	Gone                    // the peer is closing or closed
+	// Delivered: queued for a local connection's socket. The frame counts
+	// as forwarded only once it is written, by the receiving connection.
+	Delivered Result = iota
+	// Sent: handed to the cluster for the node the receiver is on.
+	Sent
+	// Wait: no room now, but the receiver is taking data. The peer has
+	// registered the Waiter and signals it when room may have been freed,
+	// or when the peer closes; the sender waits at most Waiter.Max and
+	// offers the frame again (SPEC §2 rule 9: senders are paced, not
+	// dropped, while their receivers keep reading).
+	Wait
+	// QueueFull: dropped, because the receiver is stalled (its socket has
+	// accepted nothing for stall_timeout). With slow_receiver = "disconnect"
+	// the peer has also been disconnected. Counted as queue_full.
+	QueueFull
+	// Gone: the peer is closing or closed. Look the ID up again.
+	Gone
+	// Down: the receiver is on another node and the cluster is unreachable.
+	// Counted as cluster_down.
+	Down
 )
 
-// A Peer is a logged-in connection that frames can be delivered to.
+var resultNames = [...]string{"delivered", "sent", "wait", "queue_full", "gone", "down"}
+
+func (r Result) String() string { return resultNames[r] }
+
+// A Waiter lets one sender wait for room at a peer without allocating: it
+// is made once per sender and reused for every wait.
+type Waiter struct {
+	// C has capacity 1. A peer signals it with a non-blocking send, so a
+	// signal may be stale: a woken sender just offers its frame again.
+	C chan struct{}
+	// Max is set by a peer that returns Wait: the longest the sender
+	// should wait before offering again, the time left until the receiver
+	// would count as stalled.
+	Max time.Duration
+}
+
+// NewWaiter returns a Waiter ready for use.
+func NewWaiter() *Waiter { return &Waiter{C: make(chan struct{}, 1)} }
+
+// Signal wakes the waiter's sender if it is not already awake.
+func (w *Waiter) Signal() {
+	select {
+	case w.C <- struct{}{}:
+	default:
+	}
+}
+
+// A Peer is a logged-in client that frames can be offered to: a local
+// connection, or a client on another node.
 type Peer interface {
-	// Deliver queues a copy of frame for sending. It never blocks on the
-	// network and never retains frame.
-	Deliver(frame []byte) Result
-	// Kick closes the peer because a newer login took its ID. It must not
-	// block and must not call back into the Registry.
+	// Deliver offers frame, one whole RELY transfer frame. It may be called
+	// from any goroutine, concurrently with every other method; it never
+	// blocks and never retains frame (it copies what it keeps). A sender
+	// that cannot wait passes a nil w, and then never gets Wait back but
+	// QueueFull (or, for a remote peer, whatever its node's link says).
+	Deliver(frame []byte, w *Waiter) Result
+	// Kick closes the peer because a newer login took its ID, on this node
+	// or another. Any goroutine; it must not block and must not call back
+	// into the Registry.
 	Kick()
 }
 
 // Registry tracks which Peer is logged in under each ClientID.
+//
+// Every method may be called from any goroutine. Lookup runs once per
+// stream of frames to one receiver (senders remember the last receiver),
+// must not allocate and must not block on the network.
 type Registry interface {
-	// Register makes p the peer for id and returns the peer it replaced, if
-	// any. The caller kicks the replaced peer.
-	Register(id string, p Peer) (replaced Peer)
+	// Register makes p the peer for id and returns the local peer it
+	// replaced, if any; the caller kicks it. A cluster registry also
+	// announces the login so that other nodes kick theirs. It fails only
+	// when the login cannot be recorded at all (ctx done); the caller then
+	// closes the connection.
+	Register(ctx context.Context, id string, p Peer) (replaced Peer, err error)
 	// Unregister removes id only if p is still its peer, so a kicked
 	// connection that finishes closing never unregisters its successor.
 	Unregister(id string, p Peer)
-	// Lookup returns the peer logged in as id.
+	// Lookup returns the peer logged in as id, here or elsewhere.
 	Lookup(id []byte) (Peer, bool)
-	// Len returns the number of logged-in IDs.
+	// Len returns the number of IDs logged in on this node.
 	Len() int
 }
 
@@ -80,8 +139,13 @@ func (l *Local) shardString(id string) *shard {
 	return &l.shards[maphash.String(l.seed, id)%shardCount]
 }
 
-// Register implements Registry.
-func (l *Local) Register(id string, p Peer) Peer {
+// Register implements Registry; it never fails.
+func (l *Local) Register(_ context.Context, id string, p Peer) (Peer, error) {
+	return l.Swap(id, p), nil
+}
+
+// Swap makes p the peer for id and returns the one it replaced.
+func (l *Local) Swap(id string, p Peer) Peer {
 	s := l.shardString(id)
 	s.mu.Lock()
 	old, ok := s.peers[id]
@@ -94,17 +158,22 @@ func (l *Local) Register(id string, p Peer) Peer {
 }
 
 // Unregister implements Registry.
-func (l *Local) Unregister(id string, p Peer) {
+func (l *Local) Unregister(id string, p Peer) { l.CompareAndDelete(id, p) }
+
+// CompareAndDelete removes id if p is its peer and reports whether it did.
+func (l *Local) CompareAndDelete(id string, p Peer) bool {
 	s := l.shardString(id)
 	s.mu.Lock()
 	cur, ok := s.peers[id]
-	if ok && cur == p {
+	ok = ok && cur == p
+	if ok {
 		delete(s.peers, id)
 	}
 	s.mu.Unlock()
-	if ok && cur == p {
+	if ok {
 		l.n.Add(-1)
 	}
+	return ok
 }
 
 // Lookup implements Registry.
@@ -118,3 +187,19 @@ func (l *Local) Lookup(id []byte) (Peer, bool) {
 
 // Len implements Registry.
 func (l *Local) Len() int { return int(l.n.Load()) }
+
+// Range calls f for every registered ID until f returns false. f must not
+// call back into l.
+func (l *Local) Range(f func(id string, p Peer) bool) {
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.RLock()
+		for id, p := range s.peers {
+			if !f(id, p) {
+				s.mu.RUnlock()
+				return
+			}
+		}
+		s.mu.RUnlock()
+	}
+}

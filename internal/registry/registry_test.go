@@ -12,16 +12,16 @@ type fakePeer struct {
 	frames atomic.Int64
 }
 
-func (p *fakePeer) Deliver([]byte) Result { p.frames.Add(1); return Delivered }
-func (p *fakePeer) Kick()                 {}
+func (p *fakePeer) Deliver([]byte, *Waiter) Result { p.frames.Add(1); return Delivered }
+func (p *fakePeer) Kick()                          {}
 
 func TestLastLoginWinsAndUnregisterIsGenerationSafe(t *testing.T) {
 	r := NewLocal()
 	old, cur := &fakePeer{name: "old"}, &fakePeer{name: "new"}
-	if prev := r.Register("alice", old); prev != nil {
+	if prev := r.Swap("alice", old); prev != nil {
 		t.Fatalf("first Register replaced %v", prev)
 	}
-	if prev := r.Register("alice", cur); prev != old {
+	if prev := r.Swap("alice", cur); prev != old {
 		t.Fatalf("second Register replaced %v, want the old peer", prev)
 	}
 	if r.Len() != 1 {
@@ -48,7 +48,7 @@ func TestBinaryIDs(t *testing.T) {
 	r := NewLocal()
 	ids := []string{"\x00", "\x00\x00", "a\nb", "\xff\xfe", "ä"}
 	for _, id := range ids {
-		r.Register(id, &fakePeer{name: id})
+		r.Swap(id, &fakePeer{name: id})
 	}
 	for _, id := range ids {
 		p, ok := r.Lookup([]byte(id))
@@ -68,7 +68,7 @@ func TestConcurrentRegisterLookup(t *testing.T) {
 			p := &fakePeer{}
 			for i := 0; i < 2000; i++ {
 				id := fmt.Sprintf("c%d", i%50)
-				r.Register(id, p)
+				r.Swap(id, p)
 				r.Lookup([]byte(id))
 				r.Unregister(id, p)
 			}
@@ -82,7 +82,7 @@ func TestConcurrentRegisterLookup(t *testing.T) {
 
 func TestLookupDoesNotAllocate(t *testing.T) {
 	r := NewLocal()
-	r.Register("bob", &fakePeer{})
+	r.Swap("bob", &fakePeer{})
 	id := []byte("bob")
 	if n := testing.AllocsPerRun(1000, func() { r.Lookup(id) }); n != 0 {
 		t.Fatalf("Lookup allocated %.1f times", n)
@@ -112,7 +112,7 @@ func BenchmarkLookup64Pairs(b *testing.B) {
 	single := &singleLock{peers: map[string]Peer{}}
 	for i := range ids {
 		ids[i] = []byte(fmt.Sprintf("receiver-%d", i))
-		local.Register(string(ids[i]), &fakePeer{})
+		local.Swap(string(ids[i]), &fakePeer{})
 		single.peers[string(ids[i])] = &fakePeer{}
 	}
 	run := func(b *testing.B, lookup func([]byte) (Peer, bool)) {

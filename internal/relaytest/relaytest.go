@@ -40,6 +40,32 @@ func Start(t testing.TB, mod func(*config.Listener)) (*server.Server, string) {
 	return s, s.Addrs()[cfg.Listeners[0].Name].String()
 }
 
+// WriteConfig writes body to path the way an editor that saves by rename
+// does: a temporary file in the same directory, renamed into place. A
+// config watcher then never reads half a file, which a plain write lets
+// it do (it may see the truncation before the new content).
+func WriteConfig(t testing.TB, path, body string) {
+	t.Helper()
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString(body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644) // CreateTemp makes it 0600
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		t.Fatal(err)
+	}
+}
+
 // BuildBinary builds the main package in the current directory into a
 // temporary directory, for tests that run the real binary; call it from
 // TestMain and remove the directory afterwards.

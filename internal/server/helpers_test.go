@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/pprof"
 	"testing"
 	"time"
 
@@ -47,7 +48,17 @@ func testConfig(mod func(*config.Limits)) *config.Config {
 // goroutine behind.
 func startServer(t *testing.T, cfg *config.Config) *Server {
 	t.Helper()
+	return startServerWith(t, cfg, nil)
+}
+
+// startServerWith is startServer with set applied to the server before it
+// starts listening.
+func startServerWith(t *testing.T, cfg *config.Config, set func(*Server)) *Server {
+	t.Helper()
 	s := New(testLogger(), nil)
+	if set != nil {
+		set(s)
+	}
 	if err := s.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +67,7 @@ func startServer(t *testing.T, cfg *config.Config) *Server {
 		defer cancel()
 		if err := s.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 		}
 		// Cleanups run last-in first-out: the test's clients are closed by now.
 		goleak.VerifyNone(t)

@@ -12,7 +12,8 @@ import (
 	"github.com/relayd/relayd/config"
 )
 
-// listener is one bound [[listener]]: its accept loop and its connections.
+// listener is one bound [[listener]]: its accept loop, the transport that
+// turns an accepted socket into an Accepted, and its connections.
 type listener struct {
 	// Static after construction.
 	srv  *Server
@@ -95,15 +96,11 @@ func (l *listener) serve() {
 	}
 }
 
-// admit starts serving nc unless that would exceed a connection limit.
+// admit starts serving nc unless the listener is full. Limits by client
+// address are checked once the transport has said who the client is.
 func (l *listener) admit(nc net.Conn) {
 	now := time.Now()
 	st := l.st.Load()
-	var ip netip.Addr
-	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		ip = ta.AddrPort().Addr().Unmap()
-	}
-
 	l.mu.Lock()
 	var refuse string
 	switch {
@@ -111,65 +108,105 @@ func (l *listener) admit(nc net.Conn) {
 		refuse = "listener closed"
 	case st.cfg.Limits.MaxConnections > 0 && len(l.conns) >= st.cfg.Limits.MaxConnections:
 		refuse = "max_connections reached"
-	case st.cfg.Limits.MaxConnectionsPerIP > 0 && l.perIP[ip] >= st.cfg.Limits.MaxConnectionsPerIP:
-		refuse = "max_connections_per_ip reached"
 	}
 	if refuse != "" {
 		l.mu.Unlock()
 		_ = nc.Close()
-		l.srv.disconnects[ReasonLimit].Add(1)
-		if l.srv.debugging() {
-			l.srv.log.Debug("connection refused", "listener", l.name, "remote", nc.RemoteAddr().String(), "reason", ReasonLimit.String(), "detail", refuse)
-		}
+		l.refused(addrPort(nc.RemoteAddr()), refuse)
 		return
 	}
-	c := &conn{
-		srv:    l.srv,
-		ln:     l,
-		raw:    nc,
-		nc:     nc,
-		remote: nc.RemoteAddr(),
-		ip:     ip,
-		out:    &sendQueue{},
-	}
-	if st.tls != nil {
-		c.nc = tls.Server(nc, st.tls)
-		c.idFromCert = st.cfg.ClientIDFromCert
-	}
+	c := newConn(l, nc)
 	l.conns[c] = struct{}{}
-	l.perIP[ip]++
 	l.srv.wg.Add(1)
 	l.mu.Unlock()
 	go c.serve(now)
+}
+
+func (l *listener) refused(remote netip.AddrPort, why string) {
+	l.srv.disconnects[ReasonLimit].Add(1)
+	if l.srv.debugging() {
+		l.srv.log.Debug("connection refused", "listener", l.name, "remote", remote.String(), "reason", ReasonLimit.String(), "detail", why)
+	}
+}
+
+// accept runs on the connection's goroutine: the transport turns the
+// socket into an Accepted by deadline, and the connection's address is
+// checked against the per-address limits.
+func (l *listener) accept(c *conn, deadline time.Time) (*Accepted, error) {
+	st := l.st.Load()
+	tc, ok := c.raw.(*net.TCPConn)
+	if !ok {
+		return nil, errors.New("not a TCP connection")
+	}
+	a := acceptTCP(tc, int64(st.cfg.Limits.SendQueue))
+	if !l.countIP(c, a.Remote.Addr(), st) {
+		return nil, errRefused
+	}
+	if st.tls != nil {
+		if err := handshakeTLS(a, st.tls, deadline); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// errRefused ends a connection over a per-address limit.
+var errRefused = errors.New("refused")
+
+// countIP counts c under ip unless that exceeds max_connections_per_ip.
+func (l *listener) countIP(c *conn, ip netip.Addr, st *listenerState) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if m := st.cfg.Limits.MaxConnectionsPerIP; m > 0 && l.perIP[ip] >= m {
+		return false
+	}
+	l.perIP[ip]++
+	c.counted = true
+	return true
 }
 
 // remove forgets a closed connection, keeping its counts.
 func (l *listener) remove(c *conn) {
 	l.mu.Lock()
 	delete(l.conns, c)
-	if l.perIP[c.ip]--; l.perIP[c.ip] <= 0 {
-		delete(l.perIP, c.ip)
+	if c.counted {
+		ip := c.remote.Addr()
+		if l.perIP[ip]--; l.perIP[ip] <= 0 {
+			delete(l.perIP, ip)
+		}
 	}
 	l.retired.addCounts(&c.counts)
 	l.mu.Unlock()
 }
 
-// stop closes the socket and every connection, for reason.
-func (l *listener) stop(reason Reason) {
-	_ = l.ln.Close()
+// connections returns the open connections.
+func (l *listener) connections() []*conn {
 	l.mu.Lock()
-	l.closed = true
+	defer l.mu.Unlock()
 	conns := make([]*conn, 0, len(l.conns))
 	for c := range l.conns {
 		conns = append(conns, c)
 	}
+	return conns
+}
+
+// stopAccepting closes the socket; no connection is admitted after.
+func (l *listener) stopAccepting() {
+	_ = l.ln.Close()
+	l.mu.Lock()
+	l.closed = true
 	l.mu.Unlock()
-	for _, c := range conns {
+}
+
+// stop closes the socket and every connection, for reason.
+func (l *listener) stop(reason Reason) {
+	l.stopAccepting()
+	for _, c := range l.connections() {
 		c.close(reason, "")
 	}
 }
 
-// frameStats adds the listener's frame counts, live and retired, to fs and
+// stats adds the listener's frame counts, live and retired, to fs and
 // returns its description.
 func (l *listener) stats(fs *FrameStats) ListenerStats {
 	l.mu.Lock()

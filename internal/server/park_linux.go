@@ -3,7 +3,6 @@
 package server
 
 import (
-	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -37,19 +36,14 @@ type parker struct {
 // buffer held, and reports whether it is now parked here. When it returns
 // false the caller parks c on a goroutine instead.
 func (p *parker) park(c *conn) bool {
-	tc, ok := c.nc.(*net.TCPConn)
-	if !ok {
-		// TLS: the TLS layer may hold decrypted bytes that no epoll event
-		// would announce.
+	if c.pollable == nil {
 		return false
 	}
-	if c.rawConn == nil {
-		rc, err := tc.SyscallConn()
-		if err != nil {
-			return false
-		}
-		c.rawConn = rc
+	rc, ok := c.pollable()
+	if !ok {
+		return false // the transport holds bytes no epoll event would announce
 	}
+	c.rawConn = rc
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -99,6 +93,21 @@ func (p *parker) wake(c *conn) {
 	}
 	p.mu.Unlock()
 	if token != 0 {
+		go c.resume()
+	}
+}
+
+// wakeAll resumes every parked connection (shutdown: they stop reading).
+func (p *parker) wakeAll() {
+	p.mu.Lock()
+	conns := make([]*conn, 0, len(p.conns))
+	for token, c := range p.conns {
+		delete(p.conns, token)
+		c.parkToken = 0
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
 		go c.resume()
 	}
 }

@@ -15,11 +15,7 @@ import (
 )
 
 // parkQuickly makes logged-in connections park after 50 ms of silence.
-func parkQuickly(t *testing.T) {
-	old := idleAfter
-	idleAfter = 50 * time.Millisecond
-	t.Cleanup(func() { idleAfter = old })
-}
+func parkQuickly(s *Server) { s.idleAfter = 50 * time.Millisecond }
 
 // parkedCount is how many connections the epoll parker holds.
 func parkedCount(s *Server) int {
@@ -31,8 +27,8 @@ func parkedCount(s *Server) int {
 // Idle plain-TCP connections hold no goroutine: the parker's epoll watches
 // them all. Each one wakes for its next frame, and parks again after it.
 func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
-	parkQuickly(t)
-	s, addr := startDefault(t, nil)
+	s := startServerWith(t, testConfig(nil), parkQuickly)
+	addr := s.Addrs()["plain"].String()
 	base := runtime.NumGoroutine()
 
 	const n = 200
@@ -61,8 +57,7 @@ func TestParkedConnectionsHoldNoGoroutine(t *testing.T) {
 // kicked, that its client went away, or that the server shuts down; each
 // is counted under its reason and leaves the registry consistent.
 func TestParkedConnectionsClose(t *testing.T) {
-	parkQuickly(t)
-	s := startServer(t, testConfig(nil))
+	s := startServerWith(t, testConfig(nil), parkQuickly)
 	addr := s.Addrs()["plain"].String()
 
 	kicked := loginRaw(t, s, addr, "dup")
@@ -111,12 +106,11 @@ func TestParkedConnectionsClose(t *testing.T) {
 // TLS connections park on a goroutine (the TLS layer may hold bytes no
 // epoll event announces) and still forward after waking.
 func TestParkedTLSConnectionsUseAGoroutine(t *testing.T) {
-	parkQuickly(t)
 	p := newPKI(t)
-	s := startServer(t, configWith(listenerCfg("tls", func(l *config.Listener) { l.TLSCert, l.TLSKey = p.cert, p.key })))
+	s := startServerWith(t, configWith(listenerCfg("tls", func(l *config.Listener) { l.TLSCert, l.TLSKey = p.cert, p.key })), parkQuickly)
 	addr := s.Addrs()["tls"].String()
 
-	before := idleParks.Load()
+	before := s.idleParks.Load()
 	a, err := dialOpts(t, s, addr, "a", &client.Options{TLS: p.clientTLS(t, "")})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +121,7 @@ func TestParkedTLSConnectionsUseAGoroutine(t *testing.T) {
 	}
 	waitOnline(t, s, "a")
 	waitOnline(t, s, "b")
-	eventually(t, "both to park", func() bool { return idleParks.Load() >= before+2 })
+	eventually(t, "both to park", func() bool { return s.idleParks.Load() >= before+2 })
 	if n := parkedCount(s); n != 0 {
 		t.Fatalf("%d TLS connections parked on epoll", n)
 	}

@@ -9,3 +9,4 @@ type parker struct{}
 func (p *parker) park(*conn) bool { return false }
 func (p *parker) wake(*conn)      {}
 func (p *parker) stop()           {}
+func (p *parker) wakeAll()        {}

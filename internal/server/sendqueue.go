@@ -2,128 +2,261 @@ package server
 
 import (
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/relayd/relayd/internal/bufpool"
+	"github.com/relayd/relayd/internal/protocol"
 	"github.com/relayd/relayd/internal/registry"
 )
 
 // minBatch is the smallest buffer a send queue takes from the pool.
 const minBatch = 512
 
-// sendQueue holds the frames accepted for one connection and not yet written.
+// sendQueue holds the frames accepted for one connection and not yet
+// written, and decides what a sender gets when one does not fit (SPEC §2
+// rule 9).
 //
 // Frames wait in a list of pooled buffers. Senders copy frames into the
 // last one while it has room, so a burst of small frames goes out in one
 // write; a frame that arrived in a pooled buffer of its own (larger than
-// the sender's read buffer) is handed over whole instead of copied, and
-// its buffer then takes the frames after it like any other.
-// The writer takes the whole list at once. The byte limit the sender
-// passes (send_queue) bounds the bytes not yet accepted by the kernel; a
-// connection's memory is at most that plus what the writer is working
-// through (itself at most send_queue).
+// the sender's read buffer) is handed over whole instead of copied, and its
+// buffer then takes the frames after it like any other. The writer takes
+// up to a batch of buffers at once and reports every syscall's progress
+// with written, which frees their bytes for new frames at once.
+//
+// The byte limit the sender passes (send_queue) bounds the bytes not yet
+// accepted by the kernel. When a frame does not fit, the queue tells a
+// receiver that is merely behind from one that is stalled: stalled means
+// the writer has had bytes the socket would not take (blockedAt) for
+// stall_timeout. A sender gets Wait while the receiver is behind, and
+// QueueFull once it is stalled.
 //
 // A write goroutine runs only while there is something to write: the push
-// that finds none running starts one, and it exits when the queue is
-// empty. An idle connection holds no writer and no buffer.
+// that finds none running starts one, and it exits when the queue is empty.
+// An idle connection holds no writer and no buffer.
 type sendQueue struct {
 	mu      sync.Mutex
-	bufs    []*bufpool.Buf // guarded by mu; frames waiting for the writer, in order
-	queued  int            // guarded by mu; bytes in bufs plus bytes the writer has yet to write
-	closed  bool           // guarded by mu; no frame is accepted once set
-	writing bool           // guarded by mu; a write goroutine is running
-	hint    int            // guarded by mu; how much the writer took last, to size the next buffer
+	items   []queued           // guarded by mu; frames waiting for the writer, in order
+	queued  int                // guarded by mu; bytes in items plus bytes the writer has yet to write
+	waiters []*registry.Waiter // guarded by mu; senders to signal when room is freed or the queue closes
+	closed  bool               // guarded by mu; no frame is accepted once set
+	reason  Drop               // guarded by mu; what frames still queued at close count as
+	writing bool               // guarded by mu; a write goroutine is running
+	hint    int                // guarded by mu; how much the writer took last, to size the next buffer
+
+	writeArmed time.Time // owned by the writer; when the write deadline was last moved
+
+	// blockedAt is when the writer last found the socket full with nothing
+	// accepted since (unix nanoseconds); 0 while the socket takes data.
+	// Written by the writer, read by senders.
+	blockedAt atomic.Int64
 }
 
-// push copies frame into the queue unless that would take it over limit
-// bytes. startWriter tells the caller to start the write goroutine.
-func (q *sendQueue) push(frame []byte, limit int) (r registry.Result, startWriter bool) {
+// queued is one buffer of whole frames and what it holds, so the writer can
+// count frames as they reach the socket.
+type queued struct {
+	b       *bufpool.Buf
+	frames  int // frames in b
+	payload int // their payload bytes
+}
+
+// offer is what a push needs to know about the frame's receiver.
+type offer struct {
+	limit  int           // send_queue
+	stall  time.Duration // stall_timeout
+	waiter *registry.Waiter
+	writer writerStarter
+}
+
+// writerStarter starts the write goroutine; the queue calls it with its
+// lock held, at most once until the writer has stopped.
+type writerStarter interface{ startWriter() }
+
+// push copies frame into the queue, or says why it cannot (see
+// registry.Result). On Wait, w is registered and w.Max set.
+func (q *sendQueue) push(frame []byte, o *offer) registry.Result {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if r := q.admit(len(frame), limit); r != registry.Delivered {
-		return r, false
+	if r := q.admit(len(frame), o); r != registry.Delivered {
+		return r
 	}
-	var last *bufpool.Buf
-	if len(q.bufs) > 0 {
-		last = q.bufs[len(q.bufs)-1]
+	var last *queued
+	if n := len(q.items); n > 0 {
+		last = &q.items[n-1]
 	}
-	if last == nil || cap(last.B)-len(last.B) < len(frame) {
-		last = bufpool.Get(max(len(frame), q.hint, minBatch))
-		q.bufs = append(q.bufs, last)
+	if last == nil || cap(last.b.B)-len(last.b.B) < len(frame) {
+		q.items = append(q.items, queued{b: bufpool.Get(max(len(frame), q.hint, minBatch))})
+		last = &q.items[len(q.items)-1]
 	}
-	last.B = append(last.B, frame...)
-	return registry.Delivered, q.startWriter()
+	last.b.B = append(last.b.B, frame...)
+	last.frames++
+	last.payload += protocol.PayloadLen(frame)
+	q.start(o)
+	return registry.Delivered
 }
 
 // pushBuf queues b, a whole frame in a pooled buffer, without copying it.
 // On Delivered the queue owns b; otherwise the caller still does.
-func (q *sendQueue) pushBuf(b *bufpool.Buf, limit int) (r registry.Result, startWriter bool) {
+func (q *sendQueue) pushBuf(b *bufpool.Buf, o *offer) registry.Result {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if r := q.admit(len(b.B), limit); r != registry.Delivered {
-		return r, false
+	if r := q.admit(len(b.B), o); r != registry.Delivered {
+		return r
 	}
-	q.bufs = append(q.bufs, b)
-	return registry.Delivered, q.startWriter()
-}
-
-// admit accounts for n more bytes, or says why it cannot.
-func (q *sendQueue) admit(n, limit int) registry.Result {
-	switch {
-	case q.closed:
-		return registry.Gone
-	case q.queued+n > limit:
-		return registry.QueueFull
-	}
-	q.queued += n
+	q.items = append(q.items, queued{b: b, frames: 1, payload: protocol.PayloadLen(b.B)})
+	q.start(o)
 	return registry.Delivered
 }
 
-func (q *sendQueue) startWriter() bool {
-	start := !q.writing
-	q.writing = true
-	return start
+// admit accounts for n more bytes, or says why it cannot.
+func (q *sendQueue) admit(n int, o *offer) registry.Result {
+	if q.closed {
+		return registry.Gone
+	}
+	if q.queued+n <= o.limit {
+		q.queued += n
+		return registry.Delivered
+	}
+	left := o.stall
+	if at := q.blockedAt.Load(); at != 0 {
+		left -= time.Duration(time.Now().UnixNano() - at)
+	}
+	if left <= 0 || o.waiter == nil {
+		return registry.QueueFull
+	}
+	o.waiter.Max = left
+	q.addWaiter(o.waiter)
+	return registry.Wait
 }
 
-// next appends everything queued to dst for the writer, which writes it,
-// reports it with written, and gives each buffer back with bufpool.Put.
-// When nothing is queued (or the queue is closed) it returns dst unchanged
-// and, if stop is set, marks the writer stopped: it must exit, and the
-// next push starts a new one.
-func (q *sendQueue) next(dst []*bufpool.Buf, stop bool) []*bufpool.Buf {
+func (q *sendQueue) addWaiter(w *registry.Waiter) {
+	for _, x := range q.waiters {
+		if x == w {
+			return
+		}
+	}
+	q.waiters = append(q.waiters, w)
+}
+
+// signalLocked wakes every waiting sender.
+func (q *sendQueue) signalLocked() {
+	for i, w := range q.waiters {
+		w.Signal()
+		q.waiters[i] = nil
+	}
+	q.waiters = q.waiters[:0]
+}
+
+func (q *sendQueue) start(o *offer) {
+	if !q.writing {
+		q.writing = true
+		o.writer.startWriter()
+	}
+}
+
+// take moves up to len(dst) queued buffers into dst for the writer and
+// returns how many. The writer writes them, reports progress with written
+// and gives each buffer back with bufpool.Put. When nothing is queued (or
+// the queue is closed) it returns 0 and, if stop is set, marks the writer
+// stopped: it must exit, and the next push starts a new one.
+func (q *sendQueue) take(dst []queued, stop bool) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.bufs) == 0 {
+	if len(q.items) == 0 {
 		if stop {
 			q.writing = false
+			q.signalLocked() // a flush at shutdown waits for this
 		}
-		return dst
+		return 0
 	}
-	n := 0
-	for i, b := range q.bufs {
-		n += len(b.B)
-		dst = append(dst, b)
-		q.bufs[i] = nil
+	n := copy(dst, q.items)
+	bytes := 0
+	for i := range n {
+		bytes += len(q.items[i].b.B)
 	}
-	q.bufs = q.bufs[:0]
-	q.hint = min(n, writeChunk) // a larger buffer would not save a write
-	return dst
+	rest := copy(q.items, q.items[n:])
+	clear(q.items[rest:])
+	q.items = q.items[:rest]
+	q.hint = min(bytes, writeChunk) // a larger buffer would not save a write
+	return n
 }
 
-// written releases n bytes of the limit after the writer sent them.
+// written releases n bytes of the limit after the socket accepted them and
+// wakes the senders waiting for room.
 func (q *sendQueue) written(n int) {
+	q.blockedAt.Store(0)
 	q.mu.Lock()
 	q.queued -= n
+	q.signalLocked()
 	q.mu.Unlock()
 }
 
-// close refuses further frames and drops those still queued.
-func (q *sendQueue) close() {
-	q.mu.Lock()
-	q.closed = true
-	for i, b := range q.bufs {
-		bufpool.Put(b)
-		q.bufs[i] = nil
+// blocked records that the socket has just refused more bytes.
+func (q *sendQueue) blocked() {
+	if q.blockedAt.Load() == 0 {
+		q.blockedAt.Store(time.Now().UnixNano())
 	}
-	q.bufs = q.bufs[:0]
-	q.mu.Unlock()
+}
+
+// stalledFor reports how long the socket has accepted nothing while the
+// writer had bytes for it; 0 when it is taking data.
+func (q *sendQueue) stalledFor() time.Duration {
+	at := q.blockedAt.Load()
+	if at == 0 {
+		return 0
+	}
+	return time.Duration(time.Now().UnixNano() - at)
+}
+
+// pending returns the bytes accepted and not yet written.
+func (q *sendQueue) pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.queued
+}
+
+// awaitEmpty registers w to be signalled at the next progress and reports
+// whether the queue is already empty (nothing queued, no writer running).
+func (q *sendQueue) awaitEmpty(w *registry.Waiter) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.queued == 0 && !q.writing || q.closed {
+		return true
+	}
+	q.addWaiter(w)
+	return false
+}
+
+// close refuses further frames, wakes the waiting senders, and drops the
+// frames still queued, counting them in lost by reason. A running writer
+// drops what it holds itself.
+func (q *sendQueue) close(reason Drop, lost *[numDrops]atomic.Uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.closed = true
+	q.reason = reason
+	frames := 0
+	for i, it := range q.items {
+		frames += it.frames
+		q.queued -= len(it.b.B)
+		bufpool.Put(it.b)
+		q.items[i] = queued{}
+	}
+	q.items = q.items[:0]
+	lost[reason].Add(uint64(frames))
+	q.signalLocked()
+}
+
+// dropReason is what frames the writer could not write count as.
+func (q *sendQueue) dropReason() Drop {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closed {
+		return DropClosed
+	}
+	return q.reason
 }

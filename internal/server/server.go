@@ -1,6 +1,13 @@
 // Package server is the relay: a set of listeners sharing one registry, the
 // per-connection read and write loops, and Apply, which moves a running
 // server to a new configuration all-or-nothing.
+//
+// Where to look: transport.go is the seam between transports and the
+// server (Accepted); listener.go accepts and admits connections; conn.go
+// holds a connection's state and teardown; readloop.go its read loop,
+// read buffers, deadlines and parking (park_linux.go); frames.go what each
+// frame does; forward.go how a frame reaches its receiver and how a sender
+// waits for room; sendqueue.go and writeloop.go the receiver's side.
 package server
 
 import (
@@ -9,13 +16,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/auth"
 	"github.com/relayd/relayd/internal/registry"
 )
 
@@ -23,21 +33,32 @@ import (
 var ErrClosed = errors.New("server: closed")
 
 // Server relays frames between the clients of all its listeners.
+//
+// Lock order: applyMu → mu → listener.mu → sendQueue.mu and parker.mu.
 type Server struct {
 	// Static after construction.
-	log  *slog.Logger
-	reg  registry.Registry
-	done chan struct{} // closed by Shutdown
+	log       *slog.Logger
+	reg       registry.Registry
+	done      chan struct{} // closed when Shutdown begins
+	forced    chan struct{} // closed when Shutdown's deadline passes: stop flushing queues
+	idleAfter time.Duration // how long a connection waits with nothing buffered before it parks
 
-	wg          sync.WaitGroup // every goroutine the server started
+	wg          sync.WaitGroup // accept loops and connections (each connection waits for its writer)
 	park        parker         // waits for idle connections without a goroutine each
+	stopping    atomic.Bool    // read loops stop reading: Shutdown has begun
 	kicks       atomic.Uint64
 	disconnects [numReasons]atomic.Uint64 // indexed by Reason
+	idleParks   atomic.Uint64             // connections that gave their read buffer back
+	upgrades    atomic.Uint64             // moves to a larger read buffer
+
+	tokens atomic.Pointer[tokenKeys] // [auth]: how logins on client_id_from_token listeners are verified; nil without
+
+	applyMu sync.Mutex // serializes Apply; held across binds and certificate reads, unlike mu
 
 	mu        sync.Mutex
 	listeners map[string]*listener // guarded by mu; by name
 	stopped   []*listener          // guarded by mu; removed listeners whose connections are still closing
-	retired   FrameStats           // guarded by mu; frame counts of removed listeners
+	retired   FrameStats           // guarded by mu; frame counts of removed listeners that drained
 	closed    bool                 // guarded by mu
 }
 
@@ -51,6 +72,8 @@ func New(log *slog.Logger, reg registry.Registry) *Server {
 		log:       log,
 		reg:       reg,
 		done:      make(chan struct{}),
+		forced:    make(chan struct{}),
+		idleAfter: defaultIdleAfter,
 		listeners: make(map[string]*listener),
 	}
 }
@@ -64,11 +87,15 @@ func New(log *slog.Logger, reg registry.Registry) *Server {
 // apply to existing connections from their next frame or write. Listeners
 // no longer in cfg stop and their connections close.
 func (s *Server) Apply(cfg *config.Config) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return ErrClosed
 	}
+	running := maps.Clone(s.listeners) // only Apply changes the set, and applyMu is held
+	s.mu.Unlock()
 
 	type step struct {
 		cfg  config.Listener
@@ -76,6 +103,15 @@ func (s *Server) Apply(cfg *config.Config) error {
 		keep *listener    // running listener to update in place
 		ln   net.Listener // newly bound socket
 	}
+	var tokens *tokenKeys
+	if cfg.Auth != nil && cfg.Auth.JWTKeyFile != "" {
+		keys, err := auth.LoadKeys(cfg.Auth.JWTKeyFile)
+		if err != nil {
+			return fmt.Errorf("[auth] jwt_key_file: %w", err)
+		}
+		tokens = &tokenKeys{keys: keys, audience: cfg.Auth.JWTAudience}
+	}
+
 	steps := make([]step, len(cfg.Listeners))
 	var bound []net.Listener
 	undo := func() {
@@ -90,7 +126,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 			return err
 		}
 		steps[i] = step{cfg: lc, tls: tc}
-		if old, ok := s.listeners[lc.Name]; ok && old.listensOn(lc.Address) {
+		if old, ok := running[lc.Name]; ok && old.listensOn(lc.Address) {
 			steps[i].keep = old
 			continue
 		}
@@ -104,6 +140,13 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 
 	// Nothing can fail from here on.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		undo()
+		return ErrClosed
+	}
+	s.tokens.Store(tokens)
 	next := make(map[string]*listener, len(steps))
 	for _, st := range steps {
 		if st.keep != nil {
@@ -133,7 +176,29 @@ func (s *Server) Apply(cfg *config.Config) error {
 		s.log.Info("listener started", "listener", l.name, "address", st.ln.Addr().String(), "tls", st.tls != nil)
 	}
 	s.listeners = next
+	s.retireDrainedLocked()
 	return nil
+}
+
+// tokenKeys verify signed logins (SPEC §11).
+type tokenKeys struct {
+	keys     *auth.KeySet
+	audience string // the aud a token must name; "" for any
+}
+
+// retireDrainedLocked folds the counts of removed listeners whose last
+// connection has closed into retired, and forgets them.
+func (s *Server) retireDrainedLocked() {
+	live := s.stopped[:0]
+	for _, l := range s.stopped {
+		if l.drained() {
+			l.stats(&s.retired)
+			continue
+		}
+		live = append(live, l)
+	}
+	clear(s.stopped[len(live):])
+	s.stopped = live
 }
 
 // network picks the address family: an IPv4 address binds IPv4 only (as
@@ -148,32 +213,37 @@ func network(addr string) string {
 
 // describeChange says which settings of a kept listener differ, for the log.
 func describeChange(old, new *config.Listener) string {
-	var changed []string
-	changed = append(changed, old.Limits.Diff(new.Limits)...)
-	if old.TLSCert != new.TLSCert || old.TLSKey != new.TLSKey {
-		changed = append(changed, "tls_cert/tls_key")
-	}
-	if old.TLSClientCA != new.TLSClientCA {
-		changed = append(changed, "tls_client_ca")
-	}
-	if old.ClientIDFromCert != new.ClientIDFromCert {
-		changed = append(changed, "client_id_from_cert")
-	}
-	return strings.Join(changed, ",")
+	return strings.Join(old.Diff(new), ",")
 }
 
-// Shutdown stops accepting, closes every connection and waits until all of
-// the server's goroutines have ended or ctx is done.
+// Shutdown stops accepting and reading, lets every connection write out
+// the frames already queued for it, then closes it. When ctx is done first,
+// the connections still flushing are closed at once and their queued frames
+// count as dropped (reason shutdown). It returns once every goroutine of
+// the server has ended, or ctx.Err() if that took until ctx was done.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.done)
-		for _, l := range s.listeners {
-			l.stop(ReasonShutdown)
-		}
+	first := !s.closed
+	s.closed = true
+	var all []*listener
+	if first {
+		all = append(listenerList(s.listeners), s.stopped...)
 	}
 	s.mu.Unlock()
+	if first {
+		for _, l := range all {
+			l.stopAccepting()
+		}
+		s.stopping.Store(true)
+		close(s.done)
+		past := time.Now()
+		for _, l := range all {
+			for _, c := range l.connections() {
+				_ = c.raw.SetReadDeadline(past) // after stopping is set: see deadlineReader
+			}
+		}
+		s.park.wakeAll()
+	}
 
 	finished := make(chan struct{})
 	go func() {
@@ -183,10 +253,58 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-finished:
+		s.logShutdown()
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
 	}
+	s.mu.Lock()
+	select {
+	case <-s.forced:
+	default:
+		close(s.forced)
+	}
+	s.mu.Unlock()
+	for _, l := range all {
+		for _, c := range l.connections() {
+			c.close(ReasonShutdown, "shutdown_timeout reached")
+		}
+	}
+	// Closing the sockets ends every loop at once; wait for that briefly.
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-finished:
+	case <-t.C:
+	}
+	s.logShutdown()
+	return ctx.Err()
+}
+
+func (s *Server) logShutdown() {
+	st := s.Stats()
+	s.log.Info("connections closed", "frames_forwarded", st.Frames.Forwarded,
+		"frames_undelivered_at_shutdown", st.Frames.Dropped[DropShutdown])
+}
+
+func listenerList(m map[string]*listener) []*listener {
+	ls := make([]*listener, 0, len(m))
+	for _, l := range m {
+		ls = append(ls, l)
+	}
+	return ls
+}
+
+// flush runs on the read loop of a connection that stopped reading because
+// the server is shutting down: it waits until the connection's queue has
+// been written out, or until Shutdown's deadline, and closes it.
+func (s *Server) flush(c *conn) {
+	for !c.closed() && !c.out.awaitEmpty(c.waiter) {
+		select {
+		case <-c.waiter.C:
+		case <-s.forced:
+		}
+	}
+	c.close(ReasonShutdown, "")
 }
 
 // debugging reports whether debug logs are on. Per-connection debug lines
@@ -211,15 +329,6 @@ func (s *Server) Addrs() map[string]net.Addr {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	var st Stats
-	live := s.stopped[:0]
-	for _, l := range s.stopped {
-		if l.drained() {
-			l.stats(&s.retired)
-			continue
-		}
-		live = append(live, l)
-	}
-	s.stopped = live
 	st.Frames = s.retired
 	for _, l := range s.stopped {
 		l.stats(&st.Frames)
@@ -235,5 +344,7 @@ func (s *Server) Stats() Stats {
 	for i := range st.Disconnects {
 		st.Disconnects[i] = s.disconnects[i].Load()
 	}
+	st.IdleParks = s.idleParks.Load()
+	st.Upgrades = s.upgrades.Load()
 	return st
 }

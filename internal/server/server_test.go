@@ -92,7 +92,7 @@ func TestLastLoginWins(t *testing.T) {
 		return s.Stats().Disconnects[ReasonKicked] == 1
 	})
 	// Whoever still holds the kicked connection cannot queue frames for it.
-	if r := oldPeer.Deliver(transferFrame("sender", "dup", []byte("late"))); r != registry.Gone {
+	if r := oldPeer.Deliver(transferFrame("sender", "dup", []byte("late")), nil); r != registry.Gone {
 		t.Fatalf("delivery to a kicked connection: %v, want Gone", r)
 	}
 
@@ -338,28 +338,41 @@ func TestSlowReceiver(t *testing.T) {
 	}
 	sendTime := time.Since(start)
 	fastRcv.finish(t, s)
-	// The last frame can reach its receiver before the sender's read loop
-	// has counted it: wait for the counts to add up.
+
+	// Its writes are blocked: it is disconnected after write_timeout, and
+	// the frames still queued for it are dropped then.
+	eventually(t, "the slow receiver to be disconnected", func() bool {
+		return disconnects(s, ReasonWriteTimeout) == 1
+	})
+	// Every frame is accounted for: written to a socket, or dropped with a
+	// reason (queue_full while the slow receiver was stalled, closed for
+	// those still queued when it was disconnected).
 	var st Stats
 	eventually(t, "every frame to be counted as forwarded or dropped", func() bool {
 		st = s.Stats()
-		return st.Frames.Forwarded+st.Frames.Dropped[DropQueueFull]+st.Frames.Dropped[DropOffline] == 2*frames
+		return st.Frames.Forwarded+totalDropped(st) == 2*frames
 	})
 	if st.Frames.Dropped[DropQueueFull] == 0 {
 		t.Fatal("no frame was dropped for the slow receiver")
+	}
+	if st.Frames.Received != 2*frames {
+		t.Fatalf("%d frames counted as received from the sender, want %d", st.Frames.Received, 2*frames)
 	}
 	// The slow receiver's queue stayed within send_queue, and so did memory:
 	// 64 MiB went to a receiver that read nothing.
 	if growth := int64(peakHeap) - int64(before.HeapInuse); growth > 16*sendQueue {
 		t.Fatalf("heap grew by %d bytes with send_queue = %d", growth, sendQueue)
 	}
-	t.Logf("sent %d MiB to each receiver in %v; %d frames dropped for the slow one",
-		frames*frameSize>>20, sendTime, st.Frames.Dropped[DropQueueFull])
+	t.Logf("sent %d MiB to each receiver in %v; dropped for the slow one: %d queue_full, %d closed",
+		frames*frameSize>>20, sendTime, st.Frames.Dropped[DropQueueFull], st.Frames.Dropped[DropClosed])
+}
 
-	// Its writes are blocked: it is disconnected after write_timeout.
-	eventually(t, "the slow receiver to be disconnected", func() bool {
-		return disconnects(s, ReasonWriteTimeout) == 1
-	})
+func totalDropped(st Stats) uint64 {
+	var n uint64
+	for _, d := range st.Frames.Dropped {
+		n += d
+	}
+	return n
 }
 
 // A receiver that keeps up never loses a frame while the frames in flight to
@@ -671,14 +684,14 @@ func TestBusyConnectionOutgrowsTheSmallReadBuffer(t *testing.T) {
 	a := loginRaw(t, s, addr, "a")
 	b := loginRaw(t, s, addr, "b")
 
-	before := upgrades.Load()
+	before := s.upgrades.Load()
 	var burst []byte
 	for i := range 1000 { // ~90 KiB in one write: it fills the 1 KiB buffer, then the 16 KiB one
 		burst = append(burst, transferFrame("a", "b", []byte(fmt.Sprintf("frame %03d of the burst %s", i, bytes.Repeat([]byte("."), i%70))))...)
 	}
 	mustWrite(t, a, burst)
 	readExactly(t, b, burst)
-	if n := upgrades.Load() - before; n != 2 {
+	if n := s.upgrades.Load() - before; n != 2 {
 		t.Fatalf("%d moves to a larger read buffer during a 90 KiB burst, want 2 (1 KiB -> 16 KiB -> 64 KiB)", n)
 	}
 }
@@ -687,16 +700,14 @@ func TestBusyConnectionOutgrowsTheSmallReadBuffer(t *testing.T) {
 // next byte without one; frames after that arrive whole, in both
 // directions, and idle_timeout still counts from the last complete frame.
 func TestIdleConnectionsParkTheirReadBuffer(t *testing.T) {
-	old := idleAfter
-	idleAfter = 50 * time.Millisecond
-	t.Cleanup(func() { idleAfter = old })
 	const idle = 600 * time.Millisecond
-	s, addr := startDefault(t, func(l *config.Limits) { l.IdleTimeout = config.Duration(idle) })
+	s := startServerWith(t, testConfig(func(l *config.Limits) { l.IdleTimeout = config.Duration(idle) }), parkQuickly)
+	addr := s.Addrs()["plain"].String()
 
-	before := idleParks.Load()
+	before := s.idleParks.Load()
 	a := loginRaw(t, s, addr, "a")
 	b := loginRaw(t, s, addr, "b")
-	eventually(t, "both connections to park", func() bool { return idleParks.Load() >= before+2 })
+	eventually(t, "both connections to park", func() bool { return s.idleParks.Load() >= before+2 })
 
 	for i, dir := range []struct {
 		from, to net.Conn
@@ -708,8 +719,8 @@ func TestIdleConnectionsParkTheirReadBuffer(t *testing.T) {
 	}
 	// Parked again, then a frame trickled one byte at a time: the first
 	// byte wakes the connection, the rest arrive through its new buffer.
-	parked := idleParks.Load()
-	eventually(t, "the connections to park again", func() bool { return idleParks.Load() >= parked+2 })
+	parked := s.idleParks.Load()
+	eventually(t, "the connections to park again", func() bool { return s.idleParks.Load() >= parked+2 })
 	frame := transferFrame("a", "b", []byte("woken byte by byte"))
 	for _, c := range frame {
 		mustWrite(t, a, []byte{c})
@@ -720,7 +731,7 @@ func TestIdleConnectionsParkTheirReadBuffer(t *testing.T) {
 	// idleAfter midway: the connection must not park inside it.
 	big := transferFrame("a", "b", bytes.Repeat([]byte("z"), 3*maxReadBuffer))
 	mustWrite(t, a, big[:len(big)/2])
-	time.Sleep(4 * idleAfter) // the pause under test, not a wait for a condition
+	time.Sleep(4 * s.idleAfter) // the pause under test, not a wait for a condition
 	mustWrite(t, a, big[len(big)/2:])
 	readExactly(t, b, big)
 

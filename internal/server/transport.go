@@ -1,0 +1,90 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Accepted is a client connection as a transport hands it to the server:
+// how frames reach it and what the transport learned about the client. The
+// server serves every Accepted the same way, so plain TCP, TLS, the PROXY
+// protocol and WebSocket differ only in the code that produces one.
+type Accepted struct {
+	// Conn is what frames are read from and written to.
+	Conn net.Conn
+	// Raw is the socket under Conn. Closing it must stop reads and writes
+	// on Conn at once, without blocking (a TLS close_notify could).
+	Raw net.Conn
+	// Remote is the client's address: the TCP peer's, or the one a proxy
+	// in front of relayd vouched for.
+	Remote netip.AddrPort
+	// TLS is the completed handshake's state; nil without TLS.
+	TLS *tls.ConnectionState
+	// Parks says that a read may time out without harm to the connection:
+	// the read loop then probes for idleness with a short read deadline and
+	// parks an idle connection (see Pollable), giving its read buffer back.
+	// An adapter that breaks when a deadline fires (coder/websocket's
+	// NetConn does) leaves it false and is never parked.
+	Parks bool
+	// Pollable, when set, says whether the read loop may park the
+	// connection on the epoll parker now: it returns the socket and
+	// whether Conn holds no buffered bytes that readability of the socket
+	// would not announce. Nil: never park on epoll.
+	Pollable func() (syscall.RawConn, bool)
+	// FD, when set, is the socket Conn writes to unchanged: the writer
+	// then writes batches with writev on it directly, seeing each
+	// syscall's progress.
+	FD syscall.RawConn
+}
+
+// sndbufFor is the kernel send buffer relayd asks for on a client socket.
+// Left to autotuning, a socket whose client stops reading grows to several
+// MiB of kernel memory (and keeps it in FIN-WAIT-1 after it is closed):
+// 500 such receivers held 1.4 GiB. A fixed buffer of a quarter of the send
+// queue, between 32 KiB and 256 KiB, keeps what the kernel holds within
+// the configuration while a fast receiver still gets full loopback speed.
+func sndbufFor(sendQueue int64) int {
+	return int(min(max(sendQueue/4, 32<<10), 256<<10))
+}
+
+// acceptTCP produces the Accepted for a plain TCP connection.
+func acceptTCP(tc *net.TCPConn, sendQueue int64) *Accepted {
+	_ = tc.SetWriteBuffer(sndbufFor(sendQueue))
+	a := &Accepted{Conn: tc, Raw: tc, Remote: addrPort(tc.RemoteAddr()), Parks: true}
+	if rc, err := tc.SyscallConn(); err == nil {
+		a.FD = rc
+		a.Pollable = func() (syscall.RawConn, bool) { return rc, true }
+	}
+	return a
+}
+
+// handshakeTLS wraps a in TLS and completes the handshake by deadline.
+// TLS connections park on a goroutine: the TLS layer may hold decrypted
+// bytes that no epoll event would announce.
+func handshakeTLS(a *Accepted, tc *tls.Config, deadline time.Time) error {
+	conn := tls.Server(a.Conn, tc)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if err := conn.HandshakeContext(ctx); err != nil {
+		if ctx.Err() != nil {
+			return os.ErrDeadlineExceeded
+		}
+		return err
+	}
+	st := conn.ConnectionState()
+	a.Conn, a.TLS, a.Pollable, a.FD = conn, &st, nil, nil
+	return nil
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
