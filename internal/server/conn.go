@@ -30,6 +30,7 @@ type conn struct {
 	parks    bool                           // reads may time out harmlessly: idle connections park
 	pollable func() (syscall.RawConn, bool) // non-nil: may park on epoll when it says so
 	fd       syscall.RawConn                // non-nil: write with writev on the socket itself
+	goodbye  func(Reason)                   // non-nil: tells the client why it is closed
 	counted  bool                           // guarded by ln.mu; counted in ln.perIP under remote's address
 	out      sendQueue                      // frames queued for this client
 	writers  sync.WaitGroup                 // the write goroutine, while one runs
@@ -84,7 +85,7 @@ func newConn(l *listener, raw net.Conn) *conn {
 // attach takes what the transport produced. It runs on the connection's
 // goroutine before the read loop starts.
 func (c *conn) attach(a *Accepted) {
-	c.nc, c.remote, c.parks, c.pollable, c.fd = a.Conn, a.Remote, a.Parks, a.Pollable, a.FD
+	c.nc, c.remote, c.parks, c.pollable, c.fd, c.goodbye = a.Conn, a.Remote, a.Parks, a.Pollable, a.FD, a.Goodbye
 	if a.TLS != nil && c.ln.st.Load().cfg.ClientIDFromCert {
 		c.idFromCert = true
 		c.certIDs = certIDs(*a.TLS)
@@ -113,6 +114,8 @@ func (c *conn) close(r Reason, detail string) {
 			if tc, ok := c.raw.(*net.TCPConn); ok {
 				_ = tc.SetLinger(0)
 			}
+		} else if c.goodbye != nil {
+			c.goodbye(r)
 		}
 		_ = c.raw.Close()
 		c.waiter.Signal()

@@ -139,6 +139,24 @@ func (l *listener) accept(c *conn, deadline time.Time) (*Accepted, error) {
 		return nil, errors.New("not a TCP connection")
 	}
 	a := acceptTCP(tc, int64(st.cfg.Limits.SendQueue))
+	if st.cfg.WebSocket() {
+		// wss: TLS first, then the upgrade, which may say (behind a
+		// trusted proxy) that the client is another address: count that one.
+		if st.tls != nil {
+			if err := handshakeTLS(a, st.tls, deadline); err != nil {
+				return nil, err
+			}
+		}
+		if err := l.upgradeWebSocket(a, st, deadline); err != nil {
+			return nil, err
+		}
+		c.remote = a.Remote
+		if !l.countIP(c, a.Remote.Addr(), st) {
+			a.Goodbye(ReasonLimit)
+			return nil, errRefused
+		}
+		return a, nil
+	}
 	if !l.countIP(c, a.Remote.Addr(), st) {
 		return nil, errRefused
 	}

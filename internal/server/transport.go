@@ -40,6 +40,10 @@ type Accepted struct {
 	// then writes batches with writev on it directly, seeing each
 	// syscall's progress.
 	FD syscall.RawConn
+	// Goodbye, when set, tells the client why its connection ends (a
+	// WebSocket close frame) just before Raw is closed. Best-effort and
+	// brief: it must not block on a socket that takes nothing.
+	Goodbye func(Reason)
 }
 
 // sndbufFor is the kernel send buffer relayd asks for on a client socket.

@@ -505,6 +505,12 @@ func (c *Conn) sendCloseWithin(code uint16, timeout time.Duration) {
 	c.werr = net.ErrClosed
 }
 
+// SendClose sends a close frame with code, best-effort within a short
+// deadline, without closing the connection: for a server that closes the
+// socket itself. It never waits for a write that is blocked on the socket,
+// and sends nothing when a close frame went out already.
+func (c *Conn) SendClose(code uint16) { c.sendCloseWithin(code, closeTimeout) }
+
 // Close sends a close frame with code 1000, best-effort within a short
 // deadline, and closes the connection.
 func (c *Conn) Close() error { return c.CloseWith(CloseNormal) }

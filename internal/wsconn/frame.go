@@ -24,6 +24,7 @@ const (
 	CloseProtocol    = 1002 // a WebSocket or RELY protocol error
 	CloseUnsupported = 1003 // a text message: RELY frames are binary
 	CloseInvalidData = 1007 // a close reason that is not UTF-8
+	ClosePolicy      = 1008 // over a connection limit
 	CloseTooBig      = 1009 // a message over max_payload + protocol.MaxTransferOverhead
 )
 

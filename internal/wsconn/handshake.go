@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/internal/bufpool"
+	"github.com/relayd/relayd/internal/protocol"
 )
 
 // MaxHandshake bounds the upgrade request: request line and headers. A
@@ -44,6 +45,12 @@ type HandshakeError struct {
 func (e *HandshakeError) Error() string {
 	return fmt.Sprintf("websocket handshake refused (%d): %s", e.Status, e.Reason)
 }
+
+// Unwrap makes a refused upgrade a protocol violation: the server counts
+// it as a protocol error, like any other bytes that are not RELY.
+func (e *HandshakeError) Unwrap() error { return errHandshake }
+
+var errHandshake = protocol.Violation("websocket upgrade refused")
 
 // Accept reads the HTTP/1.1 upgrade request from raw, whose read deadline
 // the caller has set (the login deadline), and completes the handshake: it
