@@ -22,6 +22,7 @@ const closeReasons = {
   1003: 'closed by server: it accepts only binary messages',
   1005: 'closed by server without a status (kicked by a newer login, timed out, or the server stopped)',
   1006: 'connection lost (closed without a close frame: kicked, timed out, server stopped, or the network failed)',
+  1008: 'closed by server: over a connection limit (max_connections_per_ip)',
   1009: "closed by server: message larger than its max_payload",
 };
 
