@@ -53,6 +53,9 @@ func main() {
 	size := fs.Int("size", 1024, "tput: message size in bytes")
 	dur := fs.Duration("d", 5*time.Second, "tput: how long to send")
 	mode := fs.String("mode", "idle", "serve: idle | echo")
+	wsURL := fs.String("ws", "", "relayd-*: the websocket listener's URL")
+	tcpAddr := fs.String("tcp", "", "relayd-*: the TCP listener's address (instead of -ws)")
+	pid := fs.Int("pid", 0, "relayd-idle: relayd's process ID, to read its memory")
 	_ = fs.Parse(os.Args[2:])
 	var err error
 	switch os.Args[1] {
@@ -62,6 +65,10 @@ func main() {
 		err = idle(*lib, *n)
 	case "tput":
 		err = tput(*lib, *conns, *size, *dur)
+	case "relayd-idle":
+		err = relaydIdle(*wsURL, *tcpAddr, *pid, *n)
+	case "relayd-tput":
+		err = relaydTput(*wsURL, *tcpAddr, *conns, *size, *dur)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

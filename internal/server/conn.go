@@ -22,19 +22,20 @@ import (
 // last two are never held together).
 type conn struct {
 	// Static after construction.
-	srv      *Server
-	ln       *listener
-	raw      net.Conn                       // the socket; closing it stops both loops at once
-	nc       net.Conn                       // what frames are read from and written to: raw, or a transport over it
-	remote   netip.AddrPort                 // the client's address, for logs, limits and /clients
-	parks    bool                           // reads may time out harmlessly: idle connections park
-	pollable func() (syscall.RawConn, bool) // non-nil: may park on epoll when it says so
-	fd       syscall.RawConn                // non-nil: write with writev on the socket itself
-	goodbye  func(Reason)                   // non-nil: tells the client why it is closed
-	counted  bool                           // guarded by ln.mu; counted in ln.perIP under remote's address
-	out      sendQueue                      // frames queued for this client
-	writers  sync.WaitGroup                 // the write goroutine, while one runs
-	waiter   *registry.Waiter               // how this connection's read loop waits for room at its receivers
+	srv         *Server
+	ln          *listener
+	raw         net.Conn                       // the socket; closing it stops both loops at once
+	nc          net.Conn                       // what frames are read from and written to: raw, or a transport over it
+	remote      netip.AddrPort                 // the client's address, for logs, limits and /clients
+	parks       bool                           // reads may time out harmlessly: idle connections park
+	pollable    func() (syscall.RawConn, bool) // non-nil: may park on epoll when it says so
+	fd          syscall.RawConn                // non-nil: write with writev on the socket itself
+	goodbye     func(Reason)                   // non-nil: tells the client why it is closed
+	selfBlocked bool                           // nc reports when the socket is full (Accepted.ReportBlocked)
+	counted     bool                           // guarded by ln.mu; counted in ln.perIP under remote's address
+	out         sendQueue                      // frames queued for this client
+	writers     sync.WaitGroup                 // the write goroutine, while one runs
+	waiter      *registry.Waiter               // how this connection's read loop waits for room at its receivers
 
 	idFromCert bool     // the login ClientID must be one of the client certificate's names
 	certIDs    []string // with client_id_from_cert: the IDs the client certificate allows
@@ -86,6 +87,16 @@ func newConn(l *listener, raw net.Conn) *conn {
 // goroutine before the read loop starts.
 func (c *conn) attach(a *Accepted) {
 	c.nc, c.remote, c.parks, c.pollable, c.fd, c.goodbye = a.Conn, a.Remote, a.Parks, a.Pollable, a.FD, a.Goodbye
+	if a.ReportBlocked != nil {
+		a.ReportBlocked(func(blocked bool) {
+			if blocked {
+				c.out.blocked()
+			} else {
+				c.out.blockedAt.Store(0) // taking data again, though the write goes on
+			}
+		})
+		c.selfBlocked = true
+	}
 	if a.TLS != nil && c.ln.st.Load().cfg.ClientIDFromCert {
 		c.idFromCert = true
 		c.certIDs = certIDs(*a.TLS)

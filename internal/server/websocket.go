@@ -38,6 +38,9 @@ func (l *listener) upgradeWebSocket(a *Accepted, st *listenerState, deadline tim
 		}
 	}
 	a.FD = nil // frames must go out through the adapter, one message each
+	if a.TLS == nil {
+		a.ReportBlocked = ws.OnBlocked // its writev sees the socket refuse bytes
+	}
 	a.Goodbye = func(r Reason) {
 		if code := wsCloseCode(r); code != 0 {
 			ws.SendClose(code)

@@ -219,6 +219,8 @@ func (c *conn) writev(bt *batch, from, to, off int) (int, error) {
 // gives no finer view of its progress.
 func (c *conn) writeChunk(b []byte) (int, error) {
 	b = b[:min(len(b), writeChunk)]
-	c.out.blocked()
+	if !c.selfBlocked {
+		c.out.blocked()
+	}
 	return c.nc.Write(b)
 }

@@ -3,6 +3,7 @@ package wsconn
 import (
 	"net"
 	"sync"
+	"syscall"
 )
 
 // copyMax is the largest piece of a frame a batch copies next to its
@@ -17,6 +18,7 @@ type batch struct {
 	iov     net.Buffers
 	mark    int  // start in buf of the bytes not yet in iov
 	copyAll bool // copy everything: the connection is not a socket that takes writev
+	iovecs  []iovec
 }
 
 var batches sync.Pool
@@ -35,7 +37,8 @@ func putBatch(b *batch) {
 		return // grown by an unusual batch: let it go
 	}
 	clear(b.iov[:cap(b.iov)]) // hold on to no one's buffers
-	b.buf, b.iov, b.mark = b.buf[:0], b.iov[:0], 0
+	clear(b.iovecs[:cap(b.iovecs)])
+	b.buf, b.iov, b.iovecs, b.mark = b.buf[:0], b.iov[:0], b.iovecs[:0], 0
 	batches.Put(b)
 }
 
@@ -62,12 +65,16 @@ func (b *batch) cut() {
 	}
 }
 
-func (b *batch) flush(w net.Conn) error {
+// flush writes the batch: with writev on rc when it is set, else through w.
+func (b *batch) flush(w net.Conn, rc syscall.RawConn, blocked func(bool)) error {
 	b.cut()
-	switch len(b.iov) {
-	case 0:
+	if len(b.iov) == 0 {
 		return nil
-	case 1:
+	}
+	if rc != nil && haveWritev {
+		return b.writev(rc, blocked)
+	}
+	if len(b.iov) == 1 {
 		_, err := w.Write(b.iov[0])
 		return err
 	}

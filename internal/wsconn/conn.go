@@ -20,6 +20,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -42,8 +43,9 @@ var (
 type Conn struct {
 	// Static after construction.
 	raw      net.Conn
-	maxFrame func() int // largest message accepted, consulted at each frame header
-	copyAll  bool       // raw is not a plain socket (TLS): coalesce a batch into one write
+	maxFrame func() int      // largest message accepted, consulted at each frame header
+	copyAll  bool            // raw is not a plain socket (TLS): coalesce a batch into one write
+	rc       syscall.RawConn // raw's descriptor, for writev; nil unless raw is a plain socket
 
 	// Owned by Read.
 	pre      []byte             // bytes that arrived with the handshake; read before raw
@@ -72,6 +74,7 @@ type Conn struct {
 	wleft     int            // bytes of that frame still to come after its WebSocket header went out; 0 at a boundary
 	wpend     *bufpool.Buf   // the start of an outgoing frame whose length is not known yet
 	closeSent bool           // a close frame went out: nothing may follow it
+	blocked   func(bool)     // told when writes find the socket full, and free again
 	werr      error          // sticky: what every later Write returns
 
 	pongOwed  atomic.Pointer[[]byte] // a ping's payload not answered yet; sent at the next frame boundary
@@ -83,8 +86,23 @@ func newConn(raw net.Conn, maxFrame func() int) *Conn {
 	if maxFrame == nil {
 		maxFrame = protocol.Fixed(8<<20 + protocol.MaxTransferOverhead)
 	}
-	_, tcp := raw.(*net.TCPConn)
-	return &Conn{raw: raw, maxFrame: maxFrame, copyAll: !tcp, held: -1}
+	c := &Conn{raw: raw, maxFrame: maxFrame, copyAll: true, held: -1}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			c.rc, c.copyAll = rc, false
+		}
+	}
+	return c
+}
+
+// OnBlocked sets a function told when a write finds the socket full (true)
+// and when the socket takes bytes again after that (false). The server's
+// stall detection uses it to tell a receiver that takes nothing from a
+// write that merely waits for a CPU. Call it before the first Write.
+func (c *Conn) OnBlocked(f func(blocked bool)) {
+	c.wmu.Lock()
+	c.blocked = f
+	c.wmu.Unlock()
 }
 
 // Raw returns the connection the WebSocket runs over: the one to poll for
@@ -439,7 +457,7 @@ func (c *Conn) WriteBuffers(bufs [][]byte) (int, error) {
 			}
 		}
 	}
-	if err := bt.flush(c.raw); err != nil {
+	if err := bt.flush(c.raw, c.rc, c.blocked); err != nil {
 		c.werr = err
 		return 0, err
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -402,5 +403,46 @@ func TestSteadyStateAllocatesNothing(t *testing.T) {
 	})
 	if read != 0 || write != 0 {
 		t.Fatalf("allocations: %v per read run, %v per write run; want 0", read, write)
+	}
+}
+
+// Writes tell OnBlocked when the socket is full and when it takes bytes again.
+func TestOnBlocked(t *testing.T) {
+	if !haveWritev {
+		t.Skip("writev is Linux only")
+	}
+	p := upgraded(t, nil)
+	var full, free atomic.Int64
+	p.srv.OnBlocked(func(b bool) {
+		if b {
+			full.Add(1)
+		} else {
+			free.Add(1)
+		}
+	})
+	p.client.(*net.TCPConn).SetReadBuffer(128 << 10) // small, yet more than loopback's MSS
+	p.srv.raw.(*net.TCPConn).SetWriteBuffer(128 << 10)
+	f := transfer("a", "b", make([]byte, 8<<20)) // far more than both buffers
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.srv.Write(f)
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for full.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a write to a client that reads nothing never reported the socket full")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	op, _, payload, err := readServerFrame(p.cr) // read it all: the socket frees up
+	if err != nil || op != opBinary || !bytes.Equal(payload, f) {
+		t.Fatalf("read op %x, %d bytes, %v", op, len(payload), err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if full.Load() != free.Load() {
+		t.Fatalf("socket reported full %d times and free %d times: the last write must end free", full.Load(), free.Load())
 	}
 }
