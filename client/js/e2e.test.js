@@ -70,7 +70,7 @@ async function online(sendProbe, it) {
   throw new Error('peer never came online');
 }
 
-test('two WebSocket clients exchange frames both ways', { skip }, async () => {
+test('two WebSocket clients exchange frames both ways', { skip, timeout: 20000 }, async () => {
   const alice = await connect(url, `alice-${run}`, opts);
   const bob = await connect(url, `bob-${run}`, opts);
   const ai = alice[Symbol.asyncIterator]();
@@ -91,7 +91,7 @@ test('two WebSocket clients exchange frames both ways', { skip }, async () => {
   assert.equal((await alice.closed).message, 'closed by client');
 });
 
-test('a WebSocket client and a TCP client exchange frames', { skip }, async () => {
+test('a WebSocket client and a TCP client exchange frames', { skip, timeout: 20000 }, async () => {
   const web = await connect(url, `web-${run}`, opts);
   const it = web[Symbol.asyncIterator]();
   const tcp = tcpClient(`tcp-${run}`);
@@ -108,7 +108,7 @@ test('a WebSocket client and a TCP client exchange frames', { skip }, async () =
   web.close();
 });
 
-test('a newer login kicks the connection, and closed says so', { skip }, async () => {
+test('a newer login kicks the connection, and closed says so', { skip, timeout: 20000 }, async () => {
   const first = await connect(url, `kick-${run}`, opts);
   const tcp = tcpClient(`kicker-${run}`);
   await online(() => tcp.send(`kick-${run}`, 'probe'), first[Symbol.asyncIterator]());
@@ -122,7 +122,7 @@ test('a newer login kicks the connection, and closed says so', { skip }, async (
   tcp.end();
 });
 
-test('a text message is a protocol error', { skip }, async () => {
+test('a text message is a protocol error', { skip, timeout: 20000 }, async () => {
   const ws = new WebSocket(url);
   await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
   ws.send('not binary');
@@ -130,6 +130,6 @@ test('a text message is a protocol error', { skip }, async () => {
   assert.equal(ev.code, 1003);
 });
 
-test('connecting to a wrong path fails clearly', { skip }, async () => {
+test('connecting to a wrong path fails clearly', { skip, timeout: 20000 }, async () => {
   await assert.rejects(connect(url.replace(/\/[^/]*$/, '/nope'), 'x'), /cannot connect/);
 });

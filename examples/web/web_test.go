@@ -112,6 +112,7 @@ address = "127.0.0.1:0"
 	found, exited := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(exited)
+		found := found // this goroutine's: it forgets it once closed
 		sc := bufio.NewScanner(stderr)
 		addrs := map[string]string{}
 		for sc.Scan() {
@@ -157,8 +158,11 @@ func TestNodeClient(t *testing.T) {
 		args = append([]string{"--experimental-websocket"}, args...)
 	}
 	r := startRelayd(t, nil)
-	cmd := exec.Command(node, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Env = append(os.Environ(), "RELAYD_WS_URL="+r.ws, "RELAYD_TCP_ADDR="+r.tcp)
+	cmd.WaitDelay = 5 * time.Second // node's test-file children may hold the output open
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("node %s: %v\n%s", strings.Join(args, " "), err, out)
