@@ -7,8 +7,16 @@ DIST     ?= dist
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BINARIES := relayd relayd-client
 NFPM     := $(GO) tool -modfile=tools/nfpm.mod nfpm
+# staticcheck is pinned in tools/staticcheck.mod; it reads the go.mod of
+# the directory it runs in, so one pin serves the main module and bench/.
+STATICCHECK := $(GO) tool -modfile=$(CURDIR)/tools/staticcheck.mod staticcheck
+# Man pages: docs/man/NAME.SECTION.md rendered by go-md2man (tools/md2man.mod),
+# dated by the last commit so that one commit always renders the same pages.
+MD2MAN   := $(GO) tool -modfile=tools/md2man.mod go-md2man
+MANPAGES := relayd.8 relayd.toml.5 relayd-client.1
+MANDATE  := $(shell git log -1 --format=%cs 2>/dev/null || date +%F)
 
-.PHONY: all build test bench bench-compare fuzz lint run certs package clean
+.PHONY: all build test bench bench-compare fuzz lint run certs man package clean cluster-demo
 
 all: build
 
@@ -43,17 +51,33 @@ lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
 	$(GO) mod tidy -diff
 	cd bench && $(GO) mod tidy -diff
+	$(STATICCHECK) ./...
+	cd bench && $(STATICCHECK) ./...
 
 run:
 	$(GO) run ./cmd/relayd
 
+# bin/man/*.gz, for the packages. Rendered every time: the pages carry
+# $(VERSION). The .nh and .ad l after .TH keep metric names, keys and paths
+# whole (no hyphenation, no justification).
+man:
+	@mkdir -p bin/man
+	for p in $(MANPAGES); do \
+		sed -e 's/@VERSION@/$(VERSION)/g' -e 's/@DATE@/$(MANDATE)/g' docs/man/$$p.md > bin/man/$$p.md && \
+		$(MD2MAN) -in bin/man/$$p.md -out bin/man/$$p.roff && \
+		sed -e '/^\.TH /a .nh' -e '/^\.TH /a .ad l' bin/man/$$p.roff | gzip -9n > bin/man/$$p.gz && \
+		rm bin/man/$$p.md bin/man/$$p.roff || exit 1; \
+	done
+
 # dist/relayd_<version>_<arch>.deb and dist/relayd-<version>-1.<arch>.rpm.
+# The Debian changelog is generated from CHANGELOG.md (packaging/changelog).
 # nfpm is pinned in tools/nfpm.mod so its dependencies stay out of go.mod.
-package: build
+package: build man
 	@mkdir -p $(DIST)
-	printf 'relayd (%s-1) unstable; urgency=medium\n\n  * Build of commit %s.\n\n -- relayd maintainers <relayd@example.com>  %s\n' \
-		'$(VERSION)' "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-		"$$(git log -1 --format=%cD 2>/dev/null || date -R)" | gzip -9n > bin/changelog.Debian.gz
+	$(GO) run ./packaging/changelog -version '$(VERSION)' \
+		-date "$$(git log -1 --format=%cD 2>/dev/null || date -R)" < CHANGELOG.md > bin/changelog.Debian
+	gzip -9nf bin/changelog.Debian
+	gzip -9nc CHANGELOG.md > bin/changelog.gz
 	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package -f packaging/nfpm.yaml -p deb -t $(DIST)/
 	VERSION=$(VERSION) ARCH=$(ARCH) $(NFPM) package -f packaging/nfpm.yaml -p rpm -t $(DIST)/
 
@@ -66,6 +90,11 @@ tls-audit:
 # Throwaway CA, server and client certificates for examples/tls.toml and examples/mtls.toml.
 certs:
 	$(GO) run ./examples/gencerts -dir examples/certs
+
+# One nats-server and three relayd nodes of one cluster on loopback, with
+# the relayd-client command lines to chat across them (docs/CLUSTER.md).
+cluster-demo:
+	GO=$(GO) examples/cluster/demo.sh
 
 clean:
 	rm -rf bin dist examples/certs

@@ -287,7 +287,9 @@ func (c *Client) heartbeats(every time.Duration) {
 	}
 }
 
-// wrap turns the errors of a connection the server ended into ErrServerClosed.
+// wrap turns the errors of a connection the server ended into ErrServerClosed,
+// keeping the cause in the chain (a TLS alert tells a refused client
+// certificate from a kick).
 func (c *Client) wrap(err error) error {
 	select {
 	case <-c.done:
@@ -297,13 +299,13 @@ func (c *Client) wrap(err error) error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
-		return fmt.Errorf("%w: %v", ErrServerClosed, err)
+		return fmt.Errorf("%w: %w", ErrServerClosed, err)
 	case errors.As(err, &ne) && ne.Timeout():
 		return err
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) { // connection reset, broken pipe
-		return fmt.Errorf("%w: %v", ErrServerClosed, err)
+		return fmt.Errorf("%w: %w", ErrServerClosed, err)
 	}
 	return err
 }

@@ -23,7 +23,6 @@ import (
 
 // Built-in defaults (SPEC §4).
 const (
-	DefaultPort    = 33333
 	DefaultAddress = "0.0.0.0:33333"
 
 	DefaultAdminAddress = "127.0.0.1:9333" // when [admin] is present without an address
@@ -92,7 +91,7 @@ type Limits struct {
 	LoginsPerIP         int      `toml:"logins_per_ip"`          // new connections per second per client IP; 0: unlimited
 }
 
-// The values of slow_receiver (SPEC §2 rule 9).
+// The values of slow_receiver (docs/PROTOCOL.md rule 9).
 const (
 	SlowReceiverDrop       = "drop"       // the frame is dropped for a stalled receiver
 	SlowReceiverDisconnect = "disconnect" // a stalled receiver is disconnected

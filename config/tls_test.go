@@ -146,6 +146,7 @@ func TestTLSPolicyConfig(t *testing.T) {
 		if c.MinVersion != tc.min || !slices.Equal(c.CipherSuites, tc.suites) {
 			t.Errorf("%q: MinVersion %x, suites %v", tc.version, c.MinVersion, c.CipherSuites)
 		}
+		//lint:ignore SA1019 reading the deprecated field is the test: it must stay unset for Go to rotate ticket keys
 		if c.SessionTicketsDisabled || c.SessionTicketKey != [32]byte{} {
 			t.Errorf("%q: session tickets disabled or a static ticket key set", tc.version)
 		}

@@ -112,12 +112,18 @@ var packaged = []string{
 	"/usr/lib/sysusers.d/relayd.conf",
 	"/usr/lib/tmpfiles.d/relayd.conf",
 	"/usr/share/doc/relayd/relayd.toml.example",
+	"/usr/share/doc/relayd/README.md",
+	"/usr/share/doc/relayd/copyright",
+	"/usr/share/man/man8/relayd.8.gz",
+	"/usr/share/man/man5/relayd.toml.5.gz",
+	"/usr/share/man/man1/relayd-client.1.gz",
 }
 
 func TestDebContents(t *testing.T) {
+	needs(t, "dpkg-parsechangelog", "man")
 	deb := pkg(t, "v1", "*.deb")
 	list := run(t, "dpkg-deb", "-c", deb)
-	for _, f := range append(packaged, "/usr/share/doc/relayd/copyright", "/usr/share/doc/relayd/changelog.Debian.gz") {
+	for _, f := range append(packaged, "/usr/share/doc/relayd/changelog.Debian.gz", "/usr/share/doc/relayd/changelog.gz") {
 		if !strings.Contains(list, "."+f+"\n") {
 			t.Errorf("%s missing from the .deb", f)
 		}
@@ -134,6 +140,25 @@ func TestDebContents(t *testing.T) {
 	for _, s := range []string{"postinst", "prerm", "postrm"} {
 		if fi, err := os.Stat(filepath.Join(ctrl, s)); err != nil || fi.Mode()&0o111 == 0 {
 			t.Errorf("maintainer script %s missing or not executable", s)
+		}
+	}
+
+	files := t.TempDir()
+	run(t, "dpkg-deb", "-x", deb, files)
+	if c := readFile(t, filepath.Join(files, "usr/share/doc/relayd/copyright")); !strings.Contains(c, "\nLicense: Apache-2.0\n") {
+		t.Errorf("copyright does not give Apache-2.0:\n%s", c)
+	}
+	// The Debian changelog is generated from CHANGELOG.md: its newest
+	// entry is this build, then the releases.
+	log := run(t, "dpkg-parsechangelog", "-l", filepath.Join(files, "usr/share/doc/relayd/changelog.Debian.gz"), "--all", "--format", "rfc822")
+	if !strings.HasPrefix(log, "Source: relayd\nVersion: "+versions["v1"]+"-1\n") || strings.Count(log, "\nVersion: ") < 3 {
+		t.Errorf("changelog.Debian.gz:\n%s", log)
+	}
+	// The man pages are rendered, versioned and read without warnings.
+	for _, m := range []string{"man8/relayd.8.gz", "man5/relayd.toml.5.gz", "man1/relayd-client.1.gz"} {
+		out, err := exec.Command("man", "--warnings", "-l", filepath.Join(files, "usr/share/man", m)).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "relayd "+versions["v1"]) {
+			t.Errorf("man %s: %v\n%.300s", m, err, out)
 		}
 	}
 }
@@ -159,13 +184,23 @@ func TestRpmContents(t *testing.T) {
 	if v := run(t, "rpm", "-qp", "--qf", "%{VERSION}", rpm); v != versions["v1"] {
 		t.Errorf("version = %q", v)
 	}
+	if l := run(t, "rpm", "-qp", "--qf", "%{LICENSE}", rpm); l != "Apache-2.0" {
+		t.Errorf("license = %q", l)
+	}
+	for _, f := range []string{"/usr/share/licenses/relayd/LICENSE l", "/usr/share/doc/relayd/CHANGELOG.md d", "/usr/share/doc/relayd/README.md d"} {
+		if !strings.Contains(files, f+"\n") {
+			t.Errorf("no %q in:\n%s", f, files)
+		}
+	}
 }
 
 func TestLintian(t *testing.T) {
 	needs(t, "lintian")
 	out, _ := exec.Command("lintian", pkg(t, "v1", "*.deb")).CombinedOutput()
+	// Clean: no error and no warning (man pages included); info tags are
+	// logged.
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "E: ") {
+		if strings.HasPrefix(line, "E: ") || strings.HasPrefix(line, "W: ") {
 			t.Errorf("lintian: %s", line)
 		}
 	}

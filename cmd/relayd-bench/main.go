@@ -37,35 +37,90 @@ modes:
 relayd-bench MODE -h lists a mode's flags.
 `
 
+// settings are what the flags of every mode fill in; each mode's flag set
+// registers only the flags that mode reads, so its -h lists exactly those
+// and a flag meant for another mode is an error rather than ignored.
+type settings struct {
+	common    bench.Common
+	asJSON    bool
+	pairs     int
+	size      int
+	window    int
+	direct    bool
+	rate      float64
+	conns     int
+	heartbeat time.Duration
+	parallel  int
+}
+
+var modes = []string{"throughput", "latency", "idle"}
+
+// flags returns the flag set of mode, or nil for an unknown mode.
+func flags(mode string, s *settings) *flag.FlagSet {
+	fs := flag.NewFlagSet("relayd-bench "+mode, flag.ContinueOnError)
+	c := &s.common
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:33333", "relay `address`")
+	fs.IntVar(&c.ServerPID, "server-pid", 0, "the relay's `PID`, to measure its CPU and memory")
+	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "the measured window")
+	fs.BoolVar(&s.asJSON, "json", false, "print the result as JSON")
+	switch mode {
+	case "throughput":
+		fs.DurationVar(&c.Warmup, "warmup", time.Second, "traffic before the measured window")
+		fs.IntVar(&s.pairs, "pairs", 1, "sender/receiver pairs")
+		fs.IntVar(&s.size, "size", 64, "payload `bytes`")
+		fs.IntVar(&s.window, "window", 4<<20, "`bytes` a sender may have in flight to its receiver")
+		fs.BoolVar(&s.direct, "direct", false, "no relay: send the same frames straight between two sockets, the ceiling")
+	case "latency":
+		fs.DurationVar(&c.Warmup, "warmup", time.Second, "traffic before the measured window")
+		fs.IntVar(&s.pairs, "pairs", 1, "ping-pong pairs")
+		fs.IntVar(&s.size, "size", 64, "payload `bytes`")
+		fs.Float64Var(&s.rate, "rate", 0, "open-loop frames/s in all; 0 = closed-loop ping-pong")
+	case "idle":
+		fs.IntVar(&s.conns, "conns", 10000, "connections to hold")
+		fs.DurationVar(&s.heartbeat, "heartbeat", 30*time.Second, "heartbeat interval of each connection")
+		fs.IntVar(&s.parallel, "parallel", 64, "concurrent dials")
+	default:
+		return nil
+	}
+	return fs
+}
+
+// printUsage writes the modes and the flags of each.
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, usage)
+	for _, m := range modes {
+		fs := flags(m, new(settings))
+		fs.SetOutput(w)
+		fmt.Fprintf(w, "\n%s flags:\n", m)
+		fs.PrintDefaults()
+	}
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stderr, usage)
+		printUsage(stderr)
 		return 2
 	}
 	mode := args[0]
-	fs := flag.NewFlagSet("relayd-bench "+mode, flag.ContinueOnError)
+	var s settings
+	fs := flags(mode, &s)
+	if fs == nil {
+		fmt.Fprintf(stderr, "relayd-bench: unknown mode %q\n\n%s", mode, usage)
+		return 2
+	}
 	fs.SetOutput(stderr)
-	var c bench.Common
-	fs.StringVar(&c.Addr, "addr", "127.0.0.1:33333", "relay `address`")
-	fs.IntVar(&c.ServerPID, "server-pid", 0, "the relay's `PID`, to measure its CPU and memory")
-	fs.DurationVar(&c.Warmup, "warmup", time.Second, "traffic before the measured window")
-	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "the measured window")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	pairs := fs.Int("pairs", 1, "sender/receiver pairs (throughput, latency)")
-	size := fs.Int("size", 64, "payload `bytes` (throughput, latency)")
-	window := fs.Int("window", 4<<20, "`bytes` a sender may have in flight to its receiver (throughput)")
-	direct := fs.Bool("direct", false, "no relay: send the same frames straight between two sockets, the ceiling (throughput)")
-	rate := fs.Float64("rate", 0, "open-loop frames/s in all; 0 = closed-loop ping-pong (latency)")
-	conns := fs.Int("conns", 10000, "connections to hold (idle)")
-	heartbeat := fs.Duration("heartbeat", 30*time.Second, "heartbeat interval of idle connections (idle)")
-	parallel := fs.Int("parallel", 64, "concurrent dials (idle)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if isTerminal(stderr) && !*asJSON {
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "relayd-bench %s: unexpected arguments %q\n", mode, fs.Args())
+		return 2
+	}
+	c := s.common
+	if isTerminal(stderr) && !s.asJSON {
 		c.Progress = func(line string) { fmt.Fprintf(stderr, "\r\033[K%s", line) }
 	}
 
@@ -79,18 +134,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch mode {
 	case "throughput":
 		run := bench.Throughput
-		if *direct {
+		if s.direct {
 			run = bench.Direct
 		}
 		var r *bench.ThroughputResult
-		r, err = run(ctx, bench.ThroughputConfig{Common: c, Pairs: *pairs, Size: *size, Window: *window})
+		r, err = run(ctx, bench.ThroughputConfig{Common: c, Pairs: s.pairs, Size: s.size, Window: s.window})
 		res, human = r, func() string {
 			return fmt.Sprintf("%s  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  drops=%d reordered=%d  server=%s bench=%.2f cores",
 				r.Mode, r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.Drops, r.Reordered, cores(r.ServerCores), r.BenchCores)
 		}
 	case "latency":
 		var r *bench.LatencyResult
-		r, err = bench.Latency(ctx, bench.LatencyConfig{Common: c, Pairs: *pairs, Size: *size, Rate: *rate})
+		r, err = bench.Latency(ctx, bench.LatencyConfig{Common: c, Pairs: s.pairs, Size: s.size, Rate: s.rate})
 		res, human = r, func() string {
 			what := "round trip"
 			if r.Loop == "open" {
@@ -101,14 +156,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	case "idle":
 		var r *bench.IdleResult
-		r, err = bench.Idle(ctx, bench.IdleConfig{Common: c, Conns: *conns, Heartbeat: *heartbeat, Parallel: *parallel})
+		r, err = bench.Idle(ctx, bench.IdleConfig{Common: c, Conns: s.conns, Heartbeat: s.heartbeat, Parallel: s.parallel})
 		res, human = r, func() string {
 			return fmt.Sprintf("idle  conns=%d  server RSS %.1f MiB → %.1f MiB  %.0f bytes per connection  (logged in in %.1fs)",
 				r.Conns, float64(r.ServerRSSStart)/(1<<20), float64(r.ServerRSSEnd)/(1<<20), r.BytesPerConn, r.DialSeconds)
 		}
-	default:
-		fmt.Fprintf(stderr, "relayd-bench: unknown mode %q\n\n%s", mode, usage)
-		return 2
 	}
 	if c.Progress != nil {
 		fmt.Fprint(stderr, "\r\033[K")
@@ -117,7 +169,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "relayd-bench: %v\n", err)
 		return 1
 	}
-	if *asJSON {
+	if s.asJSON {
 		enc := json.NewEncoder(stdout)
 		if err := enc.Encode(res); err != nil {
 			return 1

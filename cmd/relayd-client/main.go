@@ -19,7 +19,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -33,6 +35,9 @@ const maxLine = 8 << 20
 // closeGrace is how long the client waits, after sending its last frame,
 // for the server to close its side.
 const closeGrace = 2 * time.Second
+
+// version is set at build time: -ldflags "-X main.version=1.2.3" (make build).
+var version = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -60,11 +65,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.key, "key", "", "client key `file` (PEM) for mTLS")
 	fs.StringVar(&o.sniName, "server-name", "", "expected server `name` in its certificate (default: --host)")
 	fs.DurationVar(&o.heartbeat, "heartbeat", client.DefaultHeartbeat, "heartbeat `interval`")
+	showVersion := fs.Bool("version", false, "print the version and commit and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "relayd-client %s (commit %s)\n", version, commit())
+		return 0
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -85,44 +95,52 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 
 	opts := &client.Options{Heartbeat: o.heartbeat}
+	var tc *tls.Config
 	if o.useTLS {
-		tc, err := o.tlsConfig()
-		if err != nil {
+		var err error
+		if tc, err = o.tlsConfig(); err != nil {
 			fmt.Fprintf(stderr, "relayd-client: %v\n", err)
 			return 1
 		}
-		opts.TLS = tc
 	}
 	addr := net.JoinHostPort(o.host, strconv.Itoa(o.port))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	c, err := client.Dial(ctx, addr, o.id, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	nc, err := connect(ctx, addr, tc, &o)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(stderr, "relayd-client: connect to %s: %v\n", addr, err)
+		fmt.Fprintf(stderr, "relayd-client: %v\n", err)
 		return 1
 	}
+	sess := &session{o: &o, addr: addr, tls: tc != nil}
+	c, err := client.New(nc, o.id, opts)
+	if err != nil {
+		_ = nc.Close()
+		fmt.Fprintf(stderr, "relayd-client: log in to %s: %v\n", addr, err)
+		return 1
+	}
+	sess.loggedIn = time.Now()
 	defer c.Close()
 	fmt.Fprintf(stderr, "relayd-client: connected to %s as %q, sending to %q\n", addr, o.id, o.to)
 
 	received := make(chan error, 1)
-	go func() { received <- printFrames(c, stdout) }()
+	go func() { received <- printFrames(c, stdout, &sess.received) }()
 	sent := make(chan error, 1)
 	go func() { sent <- sendLines(c, o.to, stdin) }()
 
 	select {
 	case err := <-received: // the server closed us while we were still sending
-		fmt.Fprintf(stderr, "relayd-client: %v\n", describe(err))
+		fmt.Fprintf(stderr, "relayd-client: %s\n", sess.problem(err))
 		return 1
 	case err := <-sent:
 		if err != nil {
-			fmt.Fprintf(stderr, "relayd-client: %v\n", describe(err))
+			fmt.Fprintf(stderr, "relayd-client: %s\n", sess.problem(err))
 			return 1
 		}
 	}
 	// Done sending: half-close so the server reads every frame and then the
 	// end of the stream, and wait for it to close its side.
 	if err := c.CloseWrite(); err != nil {
-		fmt.Fprintf(stderr, "relayd-client: %v\n", describe(err))
+		fmt.Fprintf(stderr, "relayd-client: %s\n", sess.problem(err))
 		return 1
 	}
 	select {
@@ -177,8 +195,9 @@ func sendLines(c *client.Client, to string, r io.Reader) error {
 	return sc.Err()
 }
 
-// printFrames prints every received frame until the connection ends.
-func printFrames(c *client.Client, stdout io.Writer) error {
+// printFrames prints every received frame until the connection ends, and
+// notes in received that one arrived.
+func printFrames(c *client.Client, stdout io.Writer, received *atomic.Bool) error {
 	w := bufio.NewWriter(stdout)
 	var line []byte
 	for {
@@ -186,6 +205,7 @@ func printFrames(c *client.Client, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
+		received.Store(true)
 		line = appendEscaped(line[:0], m.From)
 		line = append(line, ':', ' ')
 		line = appendEscaped(line, m.Payload)
@@ -197,13 +217,6 @@ func printFrames(c *client.Client, stdout io.Writer) error {
 			return err
 		}
 	}
-}
-
-func describe(err error) string {
-	if errors.Is(err, client.ErrServerClosed) {
-		return "connection closed by server (kicked by a newer login, timed out, or the server stopped)"
-	}
-	return err.Error()
 }
 
 // appendEscaped appends b with printable UTF-8 as is and everything else
@@ -231,4 +244,31 @@ func appendEscaped(dst, b []byte) []byte {
 		b = b[n:]
 	}
 	return dst
+}
+
+// commit is the VCS revision the binary was built from, as relayd reports it.
+func commit() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "unknown"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return rev
 }

@@ -49,7 +49,8 @@ const usage = `usage: relayd [PORT]
   --version     print the version and commit and exit
 
 Signals: SIGHUP reloads the configuration, SIGUSR1 rotates the log file,
-SIGTERM and SIGINT shut down gracefully.
+SIGTERM and SIGINT shut down gracefully, SIGUSR2 drains (stop accepting,
+close the connections spread over drain_period, exit 0).
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -94,7 +95,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if *check {
-		if err := cfg.Check(); err != nil {
+		err := cfg.Check()
+		if err == nil {
+			err = daemon.CheckCluster(cfg)
+		}
+		if err != nil {
 			fmt.Fprintf(stderr, "relayd: %v\n", err)
 			return 1
 		}

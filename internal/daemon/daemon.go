@@ -1,7 +1,8 @@
 // Package daemon runs relayd as a long-lived process: it starts the server
 // and its logging from a configuration, reloads them all-or-nothing on SIGHUP
-// or when the config file changes, rotates logs on SIGUSR1 and shuts down
-// gracefully on SIGTERM or SIGINT.
+// or when the config file changes, rotates logs on SIGUSR1, drains on
+// SIGUSR2 (for rolling restarts) and shuts down gracefully on SIGTERM or
+// SIGINT.
 package daemon
 
 import (
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/cluster"
 	"github.com/relayd/relayd/internal/logging"
 	"github.com/relayd/relayd/internal/metrics"
 	"github.com/relayd/relayd/internal/reload"
@@ -34,17 +36,23 @@ type Daemon struct {
 	version string
 	log     *logging.Logger
 	srv     *server.Server
-	handler http.Handler // admin endpoints
+	reg     *registrySwitch // the registry srv uses: local, or a cluster over it
+	handler http.Handler    // admin endpoints
 	started time.Time
-	sigs    chan os.Signal // SIGHUP, SIGTERM, SIGINT, SIGUSR1, from Start on
+	sigs    chan os.Signal // SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, from Start on
 
 	ready        atomic.Bool // every listener is bound and not shutting down: /readyz
+	pprof        atomic.Bool // [admin] pprof: /debug/pprof/ is served
 	reloadOK     atomic.Uint64
 	reloadFailed atomic.Uint64
 	lastReloadOK atomic.Bool
 	lastReloadAt atomic.Int64 // unix nanoseconds of the last successful (re)load
 	shuttingDown atomic.Bool
-	stopping     func() // tests: called as the relay starts to stop
+	draining     atomic.Bool  // SIGUSR2 came: no reload, no watching, not ready
+	drainLeft    atomic.Int64 // connections the drain has still to close, for STATUS=
+	stopping     func()       // tests: called as the relay starts to stop
+
+	cluster atomic.Pointer[cluster.Cluster] // nil without [cluster]
 
 	mu      sync.Mutex      // serializes reloads and shutdown
 	cfg     *config.Config  // guarded by mu; the configuration in effect
@@ -58,7 +66,7 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 	// Catch signals before anything is announced: a SIGTERM right after
 	// "relayd started" must shut down gracefully, not kill the process.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 	log, err := logging.New(cfg.Log, stderr)
 	if err != nil {
 		signal.Stop(sigs)
@@ -69,15 +77,23 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 		path:    cfg.File,
 		version: version,
 		log:     log,
-		srv:     server.New(log.Logger, nil),
+		reg:     newRegistrySwitch(),
 		cfg:     cfg,
 		started: time.Now(),
 	}
+	d.srv = server.New(log.Logger, d.reg)
+	d.pprof.Store(cfg.Admin != nil && cfg.Admin.Pprof)
 	d.handler = metrics.Handler(metrics.NewRegistry(metrics.Sources{
 		Server:  d.srv.Stats,
+		Cluster: d.clusterStats,
 		Reloads: d.Reloads,
 		Version: version,
-	}), d.ready.Load)
+	}), metrics.Endpoints{
+		Ready:   d.ready.Load,
+		Clients: d.srv.Clients,
+		Kick:    d.srv.Kick,
+		Pprof:   d.pprof.Load,
+	})
 
 	// The admin listener comes up first, so /readyz answers 503 until
 	// every relay listener is bound.
@@ -87,13 +103,31 @@ func Start(cfg *config.Config, stderr io.Writer, version string) (*Daemon, error
 			_ = log.Close()
 			return nil, err
 		}
-		log.Info("admin listener started", "address", d.admin.Addr().String())
 	}
-	if err := d.srv.Apply(cfg); err != nil {
+	cl, err := d.joinCluster(cfg)
+	if err != nil {
 		signal.Stop(sigs)
 		d.closeAdmin(d.admin)
 		_ = log.Close()
 		return nil, err
+	}
+	if cl != nil {
+		d.reg.set(cl)
+		d.cluster.Store(cl)
+	}
+	if err := d.srv.Apply(cfg); err != nil {
+		signal.Stop(sigs)
+		if cl != nil {
+			_ = cl.Close()
+		}
+		d.closeAdmin(d.admin)
+		_ = log.Close()
+		return nil, err
+	}
+	// Announced only now that everything is bound: a start that fails
+	// logs no "started" line.
+	if d.admin != nil {
+		log.Info("admin listener started", "address", d.admin.Addr().String())
 	}
 	d.ready.Store(true)
 	d.lastReloadOK.Store(true)
@@ -129,21 +163,32 @@ func (d *Daemon) closeAdmin(a *metrics.Admin) {
 }
 
 // Run handles signals and config-file changes until a shutdown signal
-// arrives or ctx is done, then shuts down.
+// arrives, a drain (SIGUSR2) completes or ctx is done, then shuts down.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.syncWatcher()
 	// Ready only now: every listener is bound and SIGHUP is handled.
 	d.notify("READY=1", d.status(""))
 	statusTick := time.NewTicker(statusInterval)
 	defer statusTick.Stop()
+	var dr *drain // nil until SIGUSR2
 	for {
 		select {
 		case <-ctx.Done():
+			dr.stop()
 			return d.Shutdown("context done")
 		case <-statusTick.C:
 			d.notify(d.status(""))
 		case <-d.changes():
 			_ = d.Reload("file change")
+		case err := <-dr.finished():
+			dr.ended = true
+			dr.stop()
+			if err != nil {
+				d.log.Warn("drain ended early", "error", err)
+			} else {
+				d.log.Info("drained: every connection is closed")
+			}
+			return d.Shutdown("drain complete")
 		case sig := <-d.sigs:
 			switch sig {
 			case syscall.SIGHUP:
@@ -154,10 +199,90 @@ func (d *Daemon) Run(ctx context.Context) error {
 				} else {
 					d.log.Info("log rotated", "trigger", "SIGUSR1")
 				}
+			case syscall.SIGUSR2:
+				if dr != nil {
+					d.log.Info("already draining; SIGTERM shuts down at once", "connections_left", d.drainLeft.Load())
+					continue
+				}
+				dr = d.startDrain()
 			default:
+				// During a drain too: the connections still open are
+				// closed now, gracefully, as at any shutdown.
+				dr.stop()
 				return d.Shutdown(sig.String())
 			}
 		}
+	}
+}
+
+// drain is a Server.Drain running in its own goroutine, so that Run still
+// answers signals meanwhile.
+type drain struct {
+	done   chan error // receives Drain's result, once
+	cancel context.CancelFunc
+	ended  bool // done has been received from; owned by Run
+}
+
+// startDrain makes /readyz answer 503, stops reloads, and starts closing
+// the connections spread over drain_period.
+func (d *Daemon) startDrain() *drain {
+	d.ready.Store(false)
+	d.draining.Store(true)
+	d.syncWatcher()
+	d.mu.Lock()
+	period := d.cfg.Server.DrainPeriod.D()
+	d.mu.Unlock()
+	d.drainLeft.Store(int64(connections(d.srv.Stats())))
+	d.log.Info("draining", "signal", "SIGUSR2", "connections", d.drainLeft.Load(), "period", period.String())
+	d.notify(d.status(""))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	dr := &drain{done: make(chan error, 1), cancel: cancel}
+	go func() { dr.done <- d.srv.Drain(ctx, period, d.drainProgress()) }()
+	return dr
+}
+
+// finished is the channel the drain's result arrives on; nil (never ready)
+// when there is no drain or its result was taken.
+func (dr *drain) finished() <-chan error {
+	if dr == nil || dr.ended {
+		return nil
+	}
+	return dr.done
+}
+
+// stop cancels the drain and waits for its goroutine; a no-op without one.
+func (dr *drain) stop() {
+	if dr == nil {
+		return
+	}
+	dr.cancel()
+	if !dr.ended {
+		<-dr.done
+		dr.ended = true
+	}
+}
+
+// drainStatusEvery bounds how often a drain updates STATUS=: closes may
+// come much faster than anyone reads systemctl status.
+const drainStatusEvery = 250 * time.Millisecond
+
+// drainProgress returns Drain's progress function: it records how many
+// connections are left and tells systemd, at most every drainStatusEvery
+// (the first STATUS= went out as the drain started), and always when none
+// is left.
+func (d *Daemon) drainProgress() func(left int) {
+	var mu sync.Mutex
+	last := time.Now()
+	return func(left int) {
+		d.drainLeft.Store(int64(left))
+		mu.Lock()
+		defer mu.Unlock()
+		if left > 0 && time.Since(last) < drainStatusEvery {
+			return
+		}
+		last = time.Now()
+		d.notify(d.status(""))
 	}
 }
 
@@ -175,7 +300,7 @@ func (d *Daemon) changes() <-chan struct{} {
 func (d *Daemon) syncWatcher() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	want := d.path != "" && d.cfg.Reload.Watch && !d.shuttingDown.Load()
+	want := d.path != "" && d.cfg.Reload.Watch && !d.shuttingDown.Load() && !d.draining.Load()
 	switch {
 	case want && d.watcher == nil:
 		w, err := reload.Watch(d.path, reload.DefaultSettle, d.log.Logger)
@@ -193,9 +318,17 @@ func (d *Daemon) syncWatcher() {
 // statusInterval is how often the systemd STATUS= line is refreshed.
 const statusInterval = 10 * time.Second
 
+// ErrDraining is Reload's answer during a drain: a reload could start
+// listeners the drain has stopped, and the process is about to exit anyway.
+var ErrDraining = errors.New("draining: reload refused; the next process reads the new configuration")
+
 // Reload loads the config file again and applies it all-or-nothing: if any
 // step fails, the running configuration stays exactly as it was.
 func (d *Daemon) Reload(trigger string) error {
+	if d.draining.Load() {
+		d.log.Warn("reload ignored while draining", "trigger", trigger)
+		return ErrDraining
+	}
 	d.notify("RELOADING=1", monotonicUsec())
 	err := d.reload(trigger)
 	d.syncWatcher()
@@ -253,13 +386,38 @@ func (d *Daemon) apply(cfg *config.Config) error {
 			}
 		}
 	}
+	var joined *cluster.Cluster
+	swapCluster := clusterChanged(d.cfg, cfg)
+	if swapCluster {
+		if joined, err = d.joinCluster(cfg); err != nil {
+			if admin != d.admin {
+				d.closeAdmin(admin)
+			}
+			return err
+		}
+	}
 	if err := d.srv.Apply(cfg); err != nil {
 		if admin != d.admin {
 			d.closeAdmin(admin)
 		}
+		if joined != nil {
+			_ = joined.Close()
+		}
 		return err
 	}
+	if swapCluster {
+		if joined != nil {
+			d.reg.set(joined)
+			joined.AdoptLocal() // logins that reached the previous registry after Start
+		} else {
+			d.reg.set(d.reg.local)
+		}
+		if old := d.cluster.Swap(joined); old != nil {
+			_ = old.Close()
+		}
+	}
 	commitLog()
+	d.pprof.Store(cfg.Admin != nil && cfg.Admin.Pprof)
 	if admin != d.admin {
 		d.closeAdmin(stale)
 		d.admin = admin
@@ -355,6 +513,9 @@ func (d *Daemon) Shutdown(why string) error {
 	err := d.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		d.log.Warn("shutdown timeout reached with connections still closing")
+	}
+	if cl := d.cluster.Swap(nil); cl != nil {
+		_ = cl.Close() // after the server: its clients' logouts go out with the leave
 	}
 	d.mu.Lock()
 	admin := d.admin

@@ -63,8 +63,15 @@ type harness struct {
 
 func startDaemon(t *testing.T, extra string) *harness {
 	t.Helper()
+	return startDaemonWith(t, fmt.Sprintf(testConfig, "127.0.0.1:0", extra))
+}
+
+// startDaemonWith starts a daemon from the config text body, which must
+// have the listeners "plain" and "short" and an [admin] section.
+func startDaemonWith(t *testing.T, body string) *harness {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "relayd.toml")
-	relaytest.WriteConfig(t, path, fmt.Sprintf(testConfig, "127.0.0.1:0", extra))
+	relaytest.WriteConfig(t, path, body)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)

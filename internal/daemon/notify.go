@@ -7,6 +7,8 @@ import (
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
+
+	"github.com/relayd/relayd/internal/server"
 )
 
 // notify sends an sd_notify message made of the given assignments when relayd
@@ -28,16 +30,25 @@ func monotonicUsec() string {
 	return "MONOTONIC_USEC=" + strconv.FormatInt(ts.Nano()/1000, 10)
 }
 
-// status is the STATUS= assignment: what systemctl status shows.
+// status is the STATUS= assignment: what systemctl status shows. During a
+// drain it says only how far the drain is.
 func (d *Daemon) status(prefix string) string {
-	st := d.srv.Stats()
-	conns := 0
-	for _, l := range st.Listeners {
-		conns += l.Connections
+	if d.draining.Load() {
+		return fmt.Sprintf("STATUS=draining: %d connections left", d.drainLeft.Load())
 	}
-	s := fmt.Sprintf("STATUS=%d connections, %d clients logged in, %d listeners", conns, st.Clients, len(st.Listeners))
+	st := d.srv.Stats()
+	s := fmt.Sprintf("STATUS=%d connections, %d clients logged in, %d listeners", connections(st), st.Clients, len(st.Listeners))
 	if prefix != "" {
 		s = "STATUS=" + prefix + "; " + strings.TrimPrefix(s, "STATUS=")
 	}
 	return s
+}
+
+// connections is the number of open connections on every listener.
+func connections(st server.Stats) int {
+	n := 0
+	for _, l := range st.Listeners {
+		n += l.Connections
+	}
+	return n
 }

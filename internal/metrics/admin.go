@@ -14,9 +14,10 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 )
 
-// Handler serves /metrics from reg, /healthz (200 while the process runs)
-// and /readyz (200 while ready reports true, else 503).
-func Handler(reg *prometheus.Registry, ready func() bool) http.Handler {
+// Handler serves /metrics from reg, /healthz (200 while the process runs),
+// /readyz (200 while e.Ready reports true, else 503) and the admin API of
+// SPEC §12 from e: GET /clients, POST /clients/kick and /debug/pprof/.
+func Handler(reg *prometheus.Registry, e Endpoints) http.Handler {
 	mux := http.NewServeMux()
 	// A collector that fails (a sandbox hiding part of /proc) must not blank
 	// the whole page: serve what could be gathered.
@@ -25,12 +26,19 @@ func Handler(reg *prometheus.Registry, ready func() bool) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
+		if e.Ready == nil || !e.Ready() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if e.Clients != nil {
+		mux.HandleFunc("GET /clients", e.clients)
+	}
+	if e.Kick != nil {
+		mux.HandleFunc("POST /clients/kick", e.kick)
+	}
+	mux.Handle("/debug/pprof/", pprofHandler(e.Pprof))
 	return mux
 }
 

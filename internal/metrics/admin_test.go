@@ -66,7 +66,7 @@ func writeUsers(t *testing.T, path, user, password string) {
 
 func listen(t *testing.T, webConfigFile string) *Admin {
 	t.Helper()
-	h := Handler(prometheus.NewRegistry(), func() bool { return true })
+	h := Handler(prometheus.NewRegistry(), Endpoints{Ready: func() bool { return true }})
 	a, err := Listen("127.0.0.1:0", webConfigFile, h, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

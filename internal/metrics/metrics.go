@@ -1,5 +1,6 @@
 // Package metrics exports relayd's counters to Prometheus and serves the
-// admin endpoints: /metrics, /healthz and /readyz.
+// admin endpoints: /metrics, /healthz, /readyz, and the admin API (/clients,
+// /clients/kick, /debug/pprof/).
 //
 // Nothing here runs on the forwarding path: connections count frames in
 // their own single-writer counters, and the collector sums them when
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/relayd/relayd/internal/cluster"
 	"github.com/relayd/relayd/internal/server"
 )
 
@@ -27,6 +29,9 @@ type ReloadStats struct {
 type Sources struct {
 	Server  func() server.Stats
 	Reloads func() ReloadStats
+	// Cluster reports the cluster's counters; false (or a nil func) on a
+	// single node, whose cluster metrics are then absent.
+	Cluster func() (cluster.Stats, bool)
 	Version string
 }
 
@@ -57,8 +62,22 @@ var (
 		"Heartbeat frames received.", nil, nil)
 	descLogins = prometheus.NewDesc("relayd_logins_total",
 		"Successful logins.", []string{"listener"}, nil)
+	descSenderWaits = prometheus.NewDesc("relayd_sender_waits_total",
+		"Times a sender waited for room at a receiver that was taking data (docs/PROTOCOL.md rule 9): relayd stopped reading from it.", nil, nil)
+	descClusterConnected = prometheus.NewDesc("relayd_cluster_connected",
+		"1 while this node is connected to NATS.", nil, nil)
+	descClusterNodes = prometheus.NewDesc("relayd_cluster_nodes",
+		"Live nodes of the cluster, this one included.", nil, nil)
+	descClusterRemote = prometheus.NewDesc("relayd_cluster_remote_clients",
+		"ClientIDs logged in on other nodes.", nil, nil)
+	descClusterSent = prometheus.NewDesc("relayd_cluster_frames_sent_total",
+		"Frames handed to NATS for clients on other nodes.", nil, nil)
+	descClusterReceived = prometheus.NewDesc("relayd_cluster_frames_received_total",
+		"Frames received from other nodes for clients on this one.", nil, nil)
+	descClusterKicks = prometheus.NewDesc("relayd_cluster_kicks_total",
+		"Local connections kicked by a login on another node.", nil, nil)
 	descKicks = prometheus.NewDesc("relayd_kicks_total",
-		"Connections closed because a newer login took their ClientID.", nil, nil)
+		"Connections kicked: by a newer login with their ClientID, or through POST /clients/kick.", nil, nil)
 	descDisconnects = prometheus.NewDesc("relayd_disconnects_total",
 		"Connections closed, by reason.", []string{"reason"}, nil)
 	descReloads = prometheus.NewDesc("relayd_config_reloads_total",
@@ -79,7 +98,8 @@ func newCollector(src Sources) *collector { return &collector{src: src} }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descConnections, descClients, descForwarded, descBytes, descDropped, descHeartbeats,
-		descLogins, descKicks, descDisconnects, descReloads, descLastReloadOK, descLastReloadTime, descBuildInfo,
+		descLogins, descKicks, descDisconnects, descSenderWaits,
+		descClusterConnected, descClusterNodes, descClusterRemote, descClusterSent, descClusterReceived, descClusterKicks, descReloads, descLastReloadOK, descLastReloadTime, descBuildInfo,
 	} {
 		ch <- d
 	}
@@ -102,10 +122,32 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descForwarded, st.Frames.Forwarded)
 	counter(descBytes, st.Frames.Bytes)
 	counter(descHeartbeats, st.Frames.Heartbeats)
+	dropped := st.Frames.Dropped
+	if c.src.Cluster != nil {
+		if cs, ok := c.src.Cluster(); ok {
+			up := 0.0
+			if cs.Connected {
+				up = 1
+			}
+			gauge(descClusterConnected, up)
+			gauge(descClusterNodes, float64(cs.Nodes))
+			gauge(descClusterRemote, float64(cs.RemoteClients))
+			counter(descClusterSent, cs.FramesSent)
+			counter(descClusterReceived, cs.FramesReceived)
+			counter(descClusterKicks, cs.Kicks)
+			// Frames the cluster took and never wrote to a socket.
+			dropped[server.DropOffline] += cs.DroppedOffline
+			dropped[server.DropQueueFull] += cs.DroppedQueueFull
+			dropped[server.DropClosed] += cs.DroppedClosed + cs.DroppedMalformed
+			dropped[server.DropClusterDown] += cs.DroppedDown
+			dropped[server.DropShutdown] += cs.DroppedShutdown
+		}
+	}
 	for _, d := range server.Drops() {
-		counter(descDropped, st.Frames.Dropped[d], d.String())
+		counter(descDropped, dropped[d], d.String())
 	}
 	counter(descKicks, st.Kicks)
+	counter(descSenderWaits, st.Frames.Waits)
 	for _, r := range server.Reasons() {
 		counter(descDisconnects, st.Disconnects[r], r.String())
 	}

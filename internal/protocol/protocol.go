@@ -37,7 +37,7 @@ const (
 // the connection on any of them; the names appear in debug logs.
 type Violation string
 
-// The protocol violations of SPEC §2 rule 7.
+// The protocol violations of docs/PROTOCOL.md rule 7.
 const (
 	BadMagic          Violation = "bad magic"
 	BadVersion        Violation = "bad version"

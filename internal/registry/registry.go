@@ -27,7 +27,7 @@ const (
 	// Wait: no room now, but the receiver is taking data. The peer has
 	// registered the Waiter and signals it when room may have been freed,
 	// or when the peer closes; the sender waits at most Waiter.Max and
-	// offers the frame again (SPEC §2 rule 9: senders are paced, not
+	// offers the frame again (docs/PROTOCOL.md rule 9: senders are paced, not
 	// dropped, while their receivers keep reading).
 	Wait
 	// QueueFull: dropped, because the receiver is stalled (its socket has

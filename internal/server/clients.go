@@ -39,7 +39,7 @@ func (s *Server) Clients(id string) []ClientInfo {
 			}
 			out = append(out, ClientInfo{
 				ID:        c.loginID(),
-				Listener:  l.name,
+				Listener:  l.name(),
 				Remote:    c.remote.String(),
 				Since:     time.Unix(0, at),
 				FramesIn:  c.counts.framesIn.load(),
@@ -73,8 +73,8 @@ func (s *Server) Kick(id string) bool {
 // Drain stops accepting on every listener, then closes the existing
 // connections spread evenly over period (reason drain), so that their
 // clients reconnect elsewhere without a thundering herd. It returns when
-// every connection is closed or ctx is done; left reports how many are
-// still open, for progress reports (it is called from other goroutines).
+// every connection is closed or ctx is done; progress, called on Drain's
+// goroutine after each close, says how many are left.
 // The caller shuts the server down afterwards.
 func (s *Server) Drain(ctx context.Context, period time.Duration, progress func(left int)) error {
 	s.mu.Lock()

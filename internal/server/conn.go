@@ -35,7 +35,9 @@ type conn struct {
 	counted     bool                           // guarded by ln.mu; counted in ln.perIP under remote's address
 	out         sendQueue                      // frames queued for this client
 	writers     sync.WaitGroup                 // the write goroutine, while one runs
-	waiter      *registry.Waiter               // how this connection's read loop waits for room at its receivers
+	// waiter is how the read loop waits for room at its receivers, made at
+	// its first wait (an idle connection has none); close signals it.
+	waiter atomic.Pointer[registry.Waiter]
 
 	idFromCert bool     // the login ClientID must be one of the client certificate's names
 	certIDs    []string // with client_id_from_cert: the IDs the client certificate allows
@@ -43,9 +45,10 @@ type conn struct {
 	// Owned by the read loop.
 	id        string                 // the logged-in ClientID; "" before login
 	token     string                 // with client_id_from_token: the token id was signed in with
+	idBytes   []byte                 // with client_id_from_token: id, for rewriting FromClientID
 	sawFrame  bool                   // a complete frame arrived since deadline was last moved
 	deadline  time.Time              // login_timeout, then last complete frame + idle_timeout
-	armed     time.Time              // the read deadline last set on the socket
+	armed     int64                  // the read deadline last set on the socket (unix nanoseconds)
 	br        *bufio.Reader          // the pooled read buffer; nil while parked
 	fr        *protocol.Reader       // parses frames from br
 	drain     *bufio.Reader          // the buffer br replaced, fed to br first; nil when none
@@ -55,6 +58,7 @@ type conn struct {
 	lastTo    []byte                 // the ToClientID of the last frame forwarded...
 	lastPeer  registry.Peer          // ...and its receiver, until it says Gone
 	waitTimer *time.Timer            // bounds a wait for room; made at the first wait
+	pace      *pacer                 // rate_limit; nil until a listener has one
 	counts    frameCounts            // per-frame counters; read concurrently by Stats
 	loginAt   atomic.Int64           // when the login completed (unix nanoseconds); read by Clients
 	idShared  atomic.Pointer[string] // id, for other goroutines; set at login
@@ -79,7 +83,6 @@ func newConn(l *listener, raw net.Conn) *conn {
 		nc:      raw,
 		remote:  addrPort(raw.RemoteAddr()),
 		pending: -1,
-		waiter:  registry.NewWaiter(),
 	}
 }
 
@@ -118,7 +121,7 @@ func (c *conn) close(r Reason, detail string) {
 		if r == ReasonShutdown {
 			drop = DropShutdown
 		}
-		c.out.close(drop, &c.counts.lost)
+		c.out.close(drop, &c.counts)
 		if r == ReasonWriteTimeout || r == ReasonSlowReceiver {
 			// Whatever the kernel still holds for a receiver that stopped
 			// reading would otherwise linger in FIN-WAIT-1: reset instead.
@@ -129,9 +132,25 @@ func (c *conn) close(r Reason, detail string) {
 			c.goodbye(r)
 		}
 		_ = c.raw.Close()
-		c.waiter.Signal()
+		if w := c.waiter.Load(); w != nil {
+			w.Signal()
+		}
 	})
 	c.srv.park.wake(c) // a connection parked without a goroutine has none to notice
+}
+
+// waiterFor returns the read loop's waiter, made on first use. Only the
+// read loop calls it.
+func (c *conn) waiterFor() *registry.Waiter {
+	w := c.waiter.Load()
+	if w == nil {
+		w = registry.NewWaiter()
+		c.waiter.Store(w)
+		if c.closed() { // close may have looked before the waiter existed
+			w.Signal()
+		}
+	}
+	return w
 }
 
 // loginID is the logged-in ClientID, for goroutines other than the read
@@ -162,7 +181,7 @@ func (c *conn) finish() {
 	c.ln.remove(c)
 	c.srv.disconnects[r].Add(1)
 	if c.srv.debugging() {
-		attrs := []any{"listener", c.ln.name, "remote", c.remote.String(), "reason", r.String()}
+		attrs := []any{"listener", c.ln.name(), "remote", c.remote.String(), "reason", r.String()}
 		if c.loggedIn() {
 			attrs = append(attrs, "client_id", c.id)
 		}

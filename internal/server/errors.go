@@ -34,7 +34,9 @@ func isTimeout(err error) bool {
 func isViolation(err error) bool {
 	_, ok := protocol.IsViolation(err)
 	var te *tokenError
-	return ok || errors.Is(err, errIDNotInCert) || errors.Is(err, errNoKeys) || errors.As(err, &te) || isTLSAlert(err)
+	var pe *proxyError
+	return ok || errors.Is(err, errIDNotInCert) || errors.Is(err, errNoKeys) ||
+		errors.As(err, &te) || errors.As(err, &pe) || isTLSAlert(err)
 }
 
 func isTLSAlert(err error) bool {

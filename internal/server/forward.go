@@ -18,7 +18,7 @@ import (
 //
 // When the receiver has no room but is taking data, the sender waits here:
 // its read loop stops reading, so TCP paces the client to what its
-// receiver takes (SPEC §2 rule 9). Wait comes back only when this
+// receiver takes (docs/PROTOCOL.md rule 9). Wait comes back only when this
 // connection closed meanwhile.
 func (c *conn) forward(f *protocol.Frame, large *bufpool.Buf) registry.Result {
 	waited := false
@@ -31,7 +31,7 @@ func (c *conn) forward(f *protocol.Frame, large *bufpool.Buf) registry.Result {
 			waited = true
 			c.counts.waits.add(1)
 		}
-		if !c.await(c.waiter.Max) {
+		if !c.await(c.waiterFor().Max) {
 			return registry.Wait
 		}
 	}
@@ -39,7 +39,7 @@ func (c *conn) forward(f *protocol.Frame, large *bufpool.Buf) registry.Result {
 
 // offer offers f once, to the remembered receiver or the one the registry
 // names.
-func (c *conn) offer(f *protocol.Frame, large *bufpool.Buf) registry.Result {
+func (c *conn) offer(f *protocol.Frame, large *bufpool.Buf) (r registry.Result) {
 	if p := c.lastPeer; p != nil && string(c.lastTo) == string(f.To) {
 		if r := c.deliverTo(p, f, large); r != registry.Gone {
 			return r
@@ -50,16 +50,27 @@ func (c *conn) offer(f *protocol.Frame, large *bufpool.Buf) registry.Result {
 	if !ok {
 		return registry.Gone
 	}
+	defer func() {
+		if r == registry.Gone {
+			// Still registered, yet gone: the receiver is closing (kicked,
+			// flushed at shutdown) and has not unregistered yet.
+			r = closing
+		}
+	}()
 	// Remembered before delivering: a frame in a buffer of its own is the
 	// receiver's once delivered, and f's slices with it.
 	c.lastPeer = peer
 	c.lastTo = append(c.lastTo[:0], f.To...)
-	r := c.deliverTo(peer, f, large)
+	r = c.deliverTo(peer, f, large)
 	if r == registry.Gone {
 		c.lastPeer = nil
 	}
 	return r
 }
+
+// closing is what offer returns for a receiver that is still registered
+// but closing: the frame counts as dropped "closed", not "offline".
+const closing registry.Result = 255
 
 // bufDeliverer is a Peer that can take over a frame's pooled buffer
 // instead of copying it.
@@ -73,14 +84,14 @@ type bufDeliverer interface {
 func (c *conn) deliverTo(p registry.Peer, f *protocol.Frame, large *bufpool.Buf) registry.Result {
 	if large != nil {
 		if bd, ok := p.(bufDeliverer); ok {
-			r := bd.deliverBuf(large, c.waiter)
+			r := bd.deliverBuf(large, c.waiterFor())
 			if r == registry.Delivered {
 				c.fr.Disown()
 			}
 			return r
 		}
 	}
-	return p.Deliver(f.Raw, c.waiter)
+	return p.Deliver(f.Raw, c.waiterFor())
 }
 
 // await waits up to max for a receiver to signal room. It reports false
@@ -93,7 +104,7 @@ func (c *conn) await(max time.Duration) bool {
 		c.waitTimer.Reset(max)
 	}
 	select {
-	case <-c.waiter.C:
+	case <-c.waiterFor().C:
 	case <-c.waitTimer.C:
 	case <-c.srv.done:
 	}

@@ -47,7 +47,7 @@ func (c *conn) forwardAs(f *protocol.Frame) error {
 	}
 	b := bufpool.Get(protocol.TransferLen(len(c.id), len(f.To), len(f.Payload)))
 	defer bufpool.Put(b)
-	raw, err := protocol.AppendTransfer(b.B[:0], []byte(c.id), f.To, f.Payload)
+	raw, err := protocol.AppendTransfer(b.B[:0], c.idBytes, f.To, f.Payload)
 	if err != nil {
 		return err
 	}
@@ -69,6 +69,12 @@ func (c *conn) transfer(f *protocol.Frame, large *bufpool.Buf) error {
 		c.counts.refused[DropQueueFull].add(1)
 	case registry.Gone:
 		c.counts.refused[DropOffline].add(1)
+	case closing:
+		if c.srv.stopping.Load() {
+			c.counts.refused[DropShutdown].add(1)
+		} else {
+			c.counts.refused[DropClosed].add(1)
+		}
 	case registry.Down:
 		c.counts.refused[DropClusterDown].add(1)
 	case registry.Wait: // the wait was cut short: this connection is closing
@@ -98,9 +104,6 @@ type tokenError struct{ err error }
 func (e *tokenError) Error() string { return "login token refused: " + e.err.Error() }
 func (e *tokenError) Unwrap() error { return e.err }
 
-// loginTimeout bounds a cluster registry's work at a login.
-const loginTimeout = 5 * time.Second
-
 func (c *conn) login(id []byte) error {
 	if c.idFromCert && !allowedID(c.certIDs, id) {
 		return errIDNotInCert
@@ -116,11 +119,13 @@ func (c *conn) login(id []byte) error {
 		}
 		c.token = string(id)
 		id = []byte(sub)
+		c.idBytes = id
 	}
 	c.id = string(id)
-	ctx, cancel := context.WithTimeout(context.Background(), loginTimeout)
-	prev, err := c.srv.reg.Register(ctx, c.id, c)
-	cancel()
+	// Registries record a login without waiting on the network (a
+	// cluster announces it from its own goroutine), so no deadline: a
+	// context with one would cost a timer at every login.
+	prev, err := c.srv.reg.Register(context.Background(), c.id, c)
 	if err != nil {
 		id := c.id
 		c.id = "" // not registered: nothing to unregister at teardown
@@ -133,12 +138,12 @@ func (c *conn) login(id []byte) error {
 		c.srv.kicks.Add(1) // before the kicked connection can count its disconnect
 		prev.Kick()
 		if c.srv.debugging() {
-			c.srv.log.Debug("kick", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
+			c.srv.log.Debug("kick", "listener", c.ln.name(), "client_id", c.id, "remote", c.remote.String())
 		}
 	}
 	c.ln.logins.Add(1)
 	if c.srv.debugging() {
-		c.srv.log.Debug("login", "listener", c.ln.name, "client_id", c.id, "remote", c.remote.String())
+		c.srv.log.Debug("login", "listener", c.ln.name(), "client_id", c.id, "remote", c.remote.String())
 	}
 	return nil
 }

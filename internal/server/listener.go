@@ -16,9 +16,8 @@ import (
 // turns an accepted socket into an Accepted, and its connections.
 type listener struct {
 	// Static after construction.
-	srv  *Server
-	name string
-	ln   net.Listener
+	srv *Server
+	ln  net.Listener
 
 	// Swapped whole by a reload; read once per frame or write.
 	st atomic.Pointer[listenerState]
@@ -28,6 +27,7 @@ type listener struct {
 	mu      sync.Mutex
 	conns   map[*conn]struct{} // guarded by mu; open connections
 	perIP   map[netip.Addr]int // guarded by mu; open connections per client IP
+	rates   ipRates            // guarded by mu; logins_per_ip buckets
 	retired FrameStats         // guarded by mu; frame counts of closed connections
 	closed  bool               // guarded by mu; set when it stops: no connection is admitted after
 }
@@ -41,7 +41,6 @@ type listenerState struct {
 func newListener(s *Server, cfg config.Listener, tc *tls.Config, ln net.Listener) *listener {
 	l := &listener{
 		srv:   s,
-		name:  cfg.Name,
 		ln:    ln,
 		conns: make(map[*conn]struct{}),
 		perIP: make(map[netip.Addr]int),
@@ -51,6 +50,9 @@ func newListener(s *Server, cfg config.Listener, tc *tls.Config, ln net.Listener
 }
 
 func (l *listener) limits() *config.Limits { return &l.st.Load().cfg.Limits }
+
+// name is the listener's name; a reload may rename a listener in place.
+func (l *listener) name() string { return l.st.Load().cfg.Name }
 
 // listensOn reports whether addr names this listener's socket.
 func (l *listener) listensOn(addr string) bool {
@@ -81,7 +83,7 @@ func (l *listener) serve() {
 				return
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			l.srv.log.Warn("accept failed; retrying", "listener", l.name, "error", err, "delay", delay)
+			l.srv.log.Warn("accept failed; retrying", "listener", l.name(), "error", err, "delay", delay)
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
@@ -122,65 +124,86 @@ func (l *listener) admit(nc net.Conn) {
 	go c.serve(now)
 }
 
+// refusedCount counts and logs a connection refused over a limit after
+// its transport said who the client is (the disconnect is counted by the
+// connection's teardown).
+func (l *listener) refusedCount(remote netip.AddrPort, why string) {
+	if l.srv.debugging() {
+		l.srv.log.Debug("connection refused", "listener", l.name(), "remote", remote.String(), "reason", ReasonLimit.String(), "detail", why)
+	}
+}
+
 func (l *listener) refused(remote netip.AddrPort, why string) {
 	l.srv.disconnects[ReasonLimit].Add(1)
 	if l.srv.debugging() {
-		l.srv.log.Debug("connection refused", "listener", l.name, "remote", remote.String(), "reason", ReasonLimit.String(), "detail", why)
+		l.srv.log.Debug("connection refused", "listener", l.name(), "remote", remote.String(), "reason", ReasonLimit.String(), "detail", why)
 	}
 }
 
 // accept runs on the connection's goroutine: the transport turns the
 // socket into an Accepted by deadline, and the connection's address is
 // checked against the per-address limits.
-func (l *listener) accept(c *conn, deadline time.Time) (*Accepted, error) {
+func (l *listener) accept(c *conn, deadline time.Time, a *Accepted) error {
 	st := l.st.Load()
 	tc, ok := c.raw.(*net.TCPConn)
 	if !ok {
-		return nil, errors.New("not a TCP connection")
+		return errors.New("not a TCP connection")
 	}
-	a := acceptTCP(tc, int64(st.cfg.Limits.SendQueue))
+	*a = acceptTCP(tc, int64(st.cfg.Limits.SendQueue))
+	if st.cfg.ProxyProtocol {
+		if err := readProxyHeader(a); err != nil {
+			return err
+		}
+	}
 	if st.cfg.WebSocket() {
 		// wss: TLS first, then the upgrade, which may say (behind a
 		// trusted proxy) that the client is another address: count that one.
 		if st.tls != nil {
 			if err := handshakeTLS(a, st.tls, deadline); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		if err := l.upgradeWebSocket(a, st, deadline); err != nil {
-			return nil, err
+			return err
 		}
 		c.remote = a.Remote
-		if !l.countIP(c, a.Remote.Addr(), st) {
+		if why := l.countIP(c, a.Remote.Addr(), st); why != "" {
 			a.Goodbye(ReasonLimit)
-			return nil, errRefused
+			return &refusal{why}
 		}
-		return a, nil
+		return nil
 	}
-	if !l.countIP(c, a.Remote.Addr(), st) {
-		return nil, errRefused
+	c.remote = a.Remote // for the refusal's log line
+	if why := l.countIP(c, a.Remote.Addr(), st); why != "" {
+		return &refusal{why}
 	}
 	if st.tls != nil {
 		if err := handshakeTLS(a, st.tls, deadline); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return a, nil
+	return nil
 }
 
-// errRefused ends a connection over a per-address limit.
-var errRefused = errors.New("refused")
+// refusal ends a connection over a per-address limit (reason limit).
+type refusal struct{ why string }
 
-// countIP counts c under ip unless that exceeds max_connections_per_ip.
-func (l *listener) countIP(c *conn, ip netip.Addr, st *listenerState) bool {
+func (r *refusal) Error() string { return "refused: " + r.why }
+
+// countIP counts c under ip unless that exceeds max_connections_per_ip or
+// logins_per_ip; it returns why it refused, or "".
+func (l *listener) countIP(c *conn, ip netip.Addr, st *listenerState) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if m := st.cfg.Limits.MaxConnectionsPerIP; m > 0 && l.perIP[ip] >= m {
-		return false
+		return "max_connections_per_ip reached"
+	}
+	if n := st.cfg.Limits.LoginsPerIP; n > 0 && !l.rates.allow(ip, n, time.Now()) {
+		return "logins_per_ip reached"
 	}
 	l.perIP[ip]++
 	c.counted = true
-	return true
+	return ""
 }
 
 // remove forgets a closed connection, keeping its counts.
@@ -234,7 +257,7 @@ func (l *listener) stats(fs *FrameStats) ListenerStats {
 		fs.addCounts(&c.counts)
 	}
 	return ListenerStats{
-		Name:        l.name,
+		Name:        l.name(),
 		Address:     l.ln.Addr().String(),
 		Connections: len(l.conns),
 		Logins:      l.logins.Load(),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -463,4 +464,40 @@ func TestApply(t *testing.T) {
 	if got := recvPayload(t, a); got != "still here" {
 		t.Fatalf("a got %q", got)
 	}
+}
+
+// A reload that only renames a listener keeps its socket and connections;
+// one that moves it to another address on the same port says it needs a
+// restart, and changes nothing.
+func TestReloadRenamesAndMoves(t *testing.T) {
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := probe.Addr().(*net.TCPAddr).Port
+	probe.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	s := startServer(t, configWith(listenerCfg("old", func(l *config.Listener) { l.Address = addr })))
+	a := loginRaw(t, s, addr, "a")
+
+	if err := s.Apply(configWith(listenerCfg("new", func(l *config.Listener) { l.Address = addr }))); err != nil {
+		t.Fatalf("renaming: %v", err)
+	}
+	if _, ok := s.Addrs()["new"]; !ok {
+		t.Fatalf("listeners after the rename: %v", s.Addrs())
+	}
+	b := loginRaw(t, s, addr, "b")
+	frame := transferFrame("b", "a", []byte("still here"))
+	mustWrite(t, b, frame)
+	readExactly(t, a, frame)
+	if cl := s.Clients("a"); len(cl) != 1 || cl[0].Listener != "new" {
+		t.Fatalf("clients = %+v, want a on the renamed listener", cl)
+	}
+
+	err = s.Apply(configWith(listenerCfg("new", func(l *config.Listener) { l.Address = fmt.Sprintf("0.0.0.0:%d", port) })))
+	if err == nil || !strings.Contains(err.Error(), "needs a restart") {
+		t.Fatalf("moving to 0.0.0.0 on the same port: %v, want an error saying it needs a restart", err)
+	}
+	mustWrite(t, b, frame)
+	readExactly(t, a, frame)
 }

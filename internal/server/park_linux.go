@@ -47,7 +47,9 @@ func (p *parker) park(c *conn) bool {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.startLocked() {
+	// Shutdown sets stopping, then wakes everything parked here under mu:
+	// a connection that went idle just before must not park after that.
+	if c.srv.stopping.Load() || !p.startLocked() {
 		return false
 	}
 	p.token++

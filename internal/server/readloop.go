@@ -42,18 +42,20 @@ var (
 func (c *conn) serve(accepted time.Time) {
 	c.deadline = accepted.Add(c.ln.limits().LoginTimeout.D())
 	_ = c.raw.SetReadDeadline(c.deadline)
-	c.armed = c.deadline
-	a, err := c.ln.accept(c, c.deadline)
-	if err != nil {
+	c.armed = c.deadline.UnixNano()
+	var a Accepted
+	if err := c.ln.accept(c, c.deadline, &a); err != nil {
 		r := c.classify(err)
-		if errors.Is(err, errRefused) {
+		var refused *refusal
+		if errors.As(err, &refused) {
 			r = ReasonLimit
+			c.ln.refusedCount(c.remote, refused.why)
 		}
-		c.close(r, "accept: "+err.Error())
+		c.close(r, err.Error())
 		c.finish()
 		return
 	}
-	c.attach(a)
+	c.attach(&a)
 	c.br = c.getReader(0)
 	c.fr = protocol.NewReader(c.br, c.maxPayload)
 	c.fr.SetLoginOnly(true)
@@ -133,7 +135,7 @@ func (c *conn) resume() {
 // epoll parker is not available.
 func (c *conn) parkOnGoroutine() {
 	_ = c.nc.SetReadDeadline(c.deadline)
-	c.armed = c.deadline
+	c.armed = c.deadline.UnixNano()
 	var n int
 	var err error
 	if c.srv.stopping.Load() {
@@ -233,16 +235,36 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 	if parkable {
 		deadline = now.Add(idleAfter)
 	}
-	if deadline != c.armed { // a timer update costs; most reads mid-payload need none
+	if at := deadline.UnixNano(); at != c.armed { // a timer update costs; most reads mid-payload need none
 		_ = c.nc.SetReadDeadline(deadline)
-		c.armed = deadline
+		c.armed = at
 	}
 	// Checked after arming: Shutdown sets the flag, then a deadline in the
 	// past, so either this read sees the flag or its deadline is replaced.
 	if c.srv.stopping.Load() {
 		return 0, errStopped
 	}
+	lim := c.ln.limits()
+	if lim.RateLimit > 0 && c.pace == nil {
+		c.pace = new(pacer)
+	}
+	if c.pace != nil {
+		if most := c.pace.reads(lim, now); most > 0 && len(p) > most {
+			p = p[:most]
+		}
+	}
 	n, err := c.nc.Read(p)
+	if d := c.pace.delay(n, now); d > 0 {
+		// rate_limit: wait before reading on, so TCP slows the client.
+		// The wait is relayd's doing: it does not count toward idle_timeout.
+		if !c.sleep(d) {
+			if c.srv.stopping.Load() {
+				return n, errStopped
+			}
+			return n, errClosedWaiting
+		}
+		c.deadline = c.deadline.Add(d)
+	}
 	if n == len(p) && c.br.Size() < maxReadBuffer {
 		c.grow = true
 	}
@@ -255,4 +277,17 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// sleep waits d unless the connection closes or the server stops reading
+// first; it reports whether the whole wait passed.
+func (c *conn) sleep(d time.Duration) bool {
+	until := time.Now().Add(d)
+	for d > 0 {
+		if !c.await(d) {
+			return false
+		}
+		d = time.Until(until)
+	}
+	return true
 }

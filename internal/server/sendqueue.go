@@ -10,11 +10,16 @@ import (
 	"github.com/relayd/relayd/internal/registry"
 )
 
-// minBatch is the smallest buffer a send queue takes from the pool.
-const minBatch = 512
+const (
+	// minBatch is the smallest buffer a send queue takes from the pool.
+	minBatch = 512
+	// maxBatch is the largest buffer it takes for copied frames: a
+	// larger one would not save a writev.
+	maxBatch = 64 << 10
+)
 
 // sendQueue holds the frames accepted for one connection and not yet
-// written, and decides what a sender gets when one does not fit (SPEC §2
+// written, and decides what a sender gets when one does not fit (docs/PROTOCOL.md
 // rule 9).
 //
 // Frames wait in a list of pooled buffers. Senders copy frames into the
@@ -45,7 +50,7 @@ type sendQueue struct {
 	writing bool               // guarded by mu; a write goroutine is running
 	hint    int                // guarded by mu; how much the writer took last, to size the next buffer
 
-	writeArmed time.Time // owned by the writer; when the write deadline was last moved
+	writeArmed int64 // owned by the writer; when the write deadline was last moved (unix nanoseconds)
 
 	// blockedAt is when the writer last found the socket full with nothing
 	// accepted since (unix nanoseconds); 0 while the socket takes data.
@@ -118,6 +123,12 @@ func (q *sendQueue) admit(n int, o *offer) registry.Result {
 		q.queued += n
 		return registry.Delivered
 	}
+	if n > o.limit {
+		// Larger than this receiver's whole send_queue (it is on a
+		// listener with a smaller one than the sender's): it can never
+		// fit, so waiting would hold the sender forever.
+		return registry.QueueFull
+	}
 	left := o.stall
 	if at := q.blockedAt.Load(); at != 0 {
 		left -= time.Duration(time.Now().UnixNano() - at)
@@ -130,6 +141,9 @@ func (q *sendQueue) admit(n int, o *offer) registry.Result {
 	return registry.Wait
 }
 
+// addWaiter registers w once. A sender that stopped waiting stays listed
+// until the next signal, which then wakes it early once, harmlessly: it
+// just offers its frame again (or sleeps on, for rate_limit).
 func (q *sendQueue) addWaiter(w *registry.Waiter) {
 	for _, x := range q.waiters {
 		if x == w {
@@ -178,7 +192,7 @@ func (q *sendQueue) take(dst []queued, stop bool) int {
 	rest := copy(q.items, q.items[n:])
 	clear(q.items[rest:])
 	q.items = q.items[:rest]
-	q.hint = min(bytes, writeChunk) // a larger buffer would not save a write
+	q.hint = min(bytes, maxBatch)
 	return n
 }
 
@@ -197,16 +211,6 @@ func (q *sendQueue) blocked() {
 	if q.blockedAt.Load() == 0 {
 		q.blockedAt.Store(time.Now().UnixNano())
 	}
-}
-
-// stalledFor reports how long the socket has accepted nothing while the
-// writer had bytes for it; 0 when it is taking data.
-func (q *sendQueue) stalledFor() time.Duration {
-	at := q.blockedAt.Load()
-	if at == 0 {
-		return 0
-	}
-	return time.Duration(time.Now().UnixNano() - at)
 }
 
 // pending returns the bytes accepted and not yet written.
@@ -231,7 +235,7 @@ func (q *sendQueue) awaitEmpty(w *registry.Waiter) bool {
 // close refuses further frames, wakes the waiting senders, and drops the
 // frames still queued, counting them in lost by reason. A running writer
 // drops what it holds itself.
-func (q *sendQueue) close(reason Drop, lost *[numDrops]atomic.Uint64) {
+func (q *sendQueue) close(reason Drop, counts *frameCounts) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
@@ -247,7 +251,7 @@ func (q *sendQueue) close(reason Drop, lost *[numDrops]atomic.Uint64) {
 		q.items[i] = queued{}
 	}
 	q.items = q.items[:0]
-	lost[reason].Add(uint64(frames))
+	counts.lose(reason, frames)
 	q.signalLocked()
 }
 

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,9 +110,9 @@ func TestSendQueueKeepsOrderAcrossHandedOverBuffers(t *testing.T) {
 	if len(big.B) != size {
 		t.Fatal("a refused buffer was changed")
 	}
-	var lost [numDrops]atomic.Uint64
-	q.close(DropClosed, &lost)
-	if got := lost[DropClosed].Load(); got != 1 {
+	var counts frameCounts
+	q.close(DropClosed, &counts)
+	if got := counts.lostClosed.Load(); got != 1 {
 		t.Fatalf("close dropped %d frames as closed, want the 1 still queued", got)
 	}
 	if r := q.pushBuf(big, o); r != registry.Gone {
@@ -127,7 +126,7 @@ func TestSendQueueKeepsOrderAcrossHandedOverBuffers(t *testing.T) {
 	}
 }
 
-// SPEC §2 rule 9 at the queue: a full queue whose socket is taking data
+// Rule 9 (docs/PROTOCOL.md) at the queue: a full queue whose socket is taking data
 // makes the sender wait (and wakes it when bytes are written); once the
 // socket has taken nothing for stall_timeout the frame is refused.
 func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
@@ -146,7 +145,7 @@ func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
 		t.Fatalf("Wait with Max %v, want (0, %v]", w.Max, o.stall)
 	}
 	items := make([]queued, maxIOV)
-	n := q.take(items, false)
+	q.take(items, false)
 	q.written(len(items[0].b.B))
 	select {
 	case <-w.C:
@@ -154,7 +153,6 @@ func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
 		t.Fatal("writing freed room but the waiting sender was not signalled")
 	}
 	bufpool.Put(items[0].b)
-	_ = n
 	if r := q.push(f, o); r != registry.Delivered {
 		t.Fatalf("after room was freed: %v", r)
 	}
@@ -169,7 +167,7 @@ func TestSendQueuePacesUntilTheReceiverStalls(t *testing.T) {
 		t.Fatalf("blocked for stall_timeout: %v, want QueueFull", r)
 	}
 	// It reads again: paced like any other from then on.
-	n = q.take(items, false)
+	q.take(items, false)
 	q.written(len(items[0].b.B))
 	bufpool.Put(items[0].b)
 	if r := q.push(frameOf(string(make([]byte, 700))), o); r != registry.Delivered {

@@ -18,10 +18,13 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/relayd/relayd/config"
@@ -128,11 +131,22 @@ func (s *Server) Apply(cfg *config.Config) error {
 		steps[i] = step{cfg: lc, tls: tc}
 		if old, ok := running[lc.Name]; ok && old.listensOn(lc.Address) {
 			steps[i].keep = old
+			delete(running, lc.Name)
+			continue
+		}
+		if old := renamed(running, cfg, lc); old != nil {
+			// Only the name changed: the socket and its connections stay.
+			steps[i].keep = old
+			delete(running, old.name())
 			continue
 		}
 		ln, err := net.Listen(network(lc.Address), lc.Address)
 		if err != nil {
 			undo()
+			if holder := holding(running, lc.Address); holder != nil && errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("listener %q: listen on %s: the port is still bound by listener %q on %s; "+
+					"moving a listener to another address on the same port needs a restart of relayd", lc.Name, lc.Address, holder.name(), holder.ln.Addr())
+			}
 			return fmt.Errorf("listener %q: listen on %s: %w", lc.Name, lc.Address, err)
 		}
 		bound = append(bound, ln)
@@ -150,6 +164,9 @@ func (s *Server) Apply(cfg *config.Config) error {
 	next := make(map[string]*listener, len(steps))
 	for _, st := range steps {
 		if st.keep != nil {
+			if was := st.keep.name(); was != st.cfg.Name {
+				s.log.Info("listener renamed", "listener", st.cfg.Name, "was", was)
+			}
 			if changed := describeChange(&st.keep.st.Load().cfg, &st.cfg); changed != "" {
 				s.log.Info("listener updated", "listener", st.cfg.Name, "changed", changed)
 			}
@@ -157,8 +174,12 @@ func (s *Server) Apply(cfg *config.Config) error {
 			next[st.cfg.Name] = st.keep
 		}
 	}
+	kept := map[*listener]bool{}
+	for _, l := range next {
+		kept[l] = true
+	}
 	for name, old := range s.listeners {
-		if next[name] == old {
+		if kept[old] {
 			continue
 		}
 		old.stop(ReasonListenerRemoved)
@@ -173,10 +194,39 @@ func (s *Server) Apply(cfg *config.Config) error {
 		next[st.cfg.Name] = l
 		s.wg.Add(1)
 		go l.serve()
-		s.log.Info("listener started", "listener", l.name, "address", st.ln.Addr().String(), "tls", st.tls != nil)
+		s.log.Info("listener started", "listener", l.name(), "address", st.ln.Addr().String(), "tls", st.tls != nil)
 	}
 	s.listeners = next
 	s.retireDrainedLocked()
+	return nil
+}
+
+// renamed returns the running listener that lc is under another name: on
+// the same address, and whose own name the new configuration no longer has.
+func renamed(running map[string]*listener, cfg *config.Config, lc config.Listener) *listener {
+	if _, port, _ := net.SplitHostPort(lc.Address); port == "0" {
+		return nil // any port: nothing to keep
+	}
+	for name, l := range running {
+		if !l.listensOn(lc.Address) || slices.ContainsFunc(cfg.Listeners, func(o config.Listener) bool { return o.Name == name }) {
+			continue
+		}
+		return l
+	}
+	return nil
+}
+
+// holding returns a running listener bound to addr's port, if any.
+func holding(running map[string]*listener, addr string) *listener {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	for _, l := range running {
+		if ta, ok := l.ln.Addr().(*net.TCPAddr); ok && strconv.Itoa(ta.Port) == port {
+			return l
+		}
+	}
 	return nil
 }
 
@@ -251,11 +301,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.park.stop() // every connection is gone: none can park any more
 		close(finished)
 	}()
+	// Flushing may take nine tenths of the time left; the last tenth is
+	// for closing what is still flushing then, so that Shutdown returns
+	// within ctx's deadline.
+	var force <-chan time.Time
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		t := time.NewTimer(left - left/10)
+		defer t.Stop()
+		force = t.C
+	}
 	select {
 	case <-finished:
 		s.logShutdown()
 		return nil
 	case <-ctx.Done():
+	case <-force:
 	}
 	s.mu.Lock()
 	select {
@@ -269,15 +330,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			c.close(ReasonShutdown, "shutdown_timeout reached")
 		}
 	}
-	// Closing the sockets ends every loop at once; wait for that briefly.
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
+	// Closing the sockets ends every loop at once; wait for that, within
+	// the deadline.
 	select {
 	case <-finished:
-	case <-t.C:
+	case <-ctx.Done():
 	}
 	s.logShutdown()
-	return ctx.Err()
+	return context.DeadlineExceeded
 }
 
 func (s *Server) logShutdown() {
@@ -298,10 +358,13 @@ func listenerList(m map[string]*listener) []*listener {
 // the server is shutting down: it waits until the connection's queue has
 // been written out, or until Shutdown's deadline, and closes it.
 func (s *Server) flush(c *conn) {
-	for !c.closed() && !c.out.awaitEmpty(c.waiter) {
+	w := c.waiterFor()
+	for !c.closed() && !c.out.awaitEmpty(w) {
 		select {
-		case <-c.waiter.C:
+		case <-w.C:
 		case <-s.forced:
+			c.close(ReasonShutdown, "shutdown_timeout reached")
+			return
 		}
 	}
 	c.close(ReasonShutdown, "")

@@ -38,7 +38,7 @@ func Reasons() []Reason {
 }
 
 // Drop says why a frame accepted from a sender was not written to its
-// receiver's socket (SPEC §2 rule 9: every frame is accounted for).
+// receiver's socket (docs/PROTOCOL.md rule 9: every frame is accounted for).
 type Drop uint8
 
 const (
@@ -88,8 +88,18 @@ type frameCounts struct {
 	framesOut counter // frames written to this client's socket: "forwarded"
 	bytesOut  counter // their payload bytes
 
-	// Frames queued for this client that it never got; any goroutine.
-	lost [numDrops]atomic.Uint64
+	// Frames queued for this client that it never got (closed first, or
+	// at shutdown); any goroutine.
+	lostClosed, lostShutdown atomic.Uint64
+}
+
+// lose counts frames queued for this client that it will never get.
+func (c *frameCounts) lose(reason Drop, frames int) {
+	if reason == DropShutdown {
+		c.lostShutdown.Add(uint64(frames))
+	} else {
+		c.lostClosed.Add(uint64(frames))
+	}
 }
 
 // FrameStats is a snapshot of frame counters.
@@ -109,8 +119,10 @@ func (s *FrameStats) addCounts(c *frameCounts) {
 	s.Received += c.framesIn.load()
 	s.Waits += c.waits.load()
 	for i := range c.refused {
-		s.Dropped[i] += c.refused[i].load() + c.lost[i].Load()
+		s.Dropped[i] += c.refused[i].load()
 	}
+	s.Dropped[DropClosed] += c.lostClosed.Load()
+	s.Dropped[DropShutdown] += c.lostShutdown.Load()
 }
 
 func (s *FrameStats) add(o *FrameStats) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"runtime"
 	"sync"
 	"syscall"
@@ -10,14 +11,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/relayd/relayd/internal/bufpool"
+	"github.com/relayd/relayd/internal/protocol"
 	"github.com/relayd/relayd/internal/registry"
 )
 
 const (
 	// writeChunk bounds one write call on connections written through
 	// their net.Conn (TLS, WebSocket), so that progress, and with it room
-	// for senders and stall detection, is seen at least every 64 KiB.
-	writeChunk = 64 << 10
+	// for senders and stall detection, is seen at least every 16 KiB (a
+	// TLS record: no extra syscall).
+	writeChunk = 16 << 10
 	// maxIOV is how many buffers one writev takes. Buffers hold many small
 	// frames each, so 64 of them are megabytes.
 	maxIOV = 64
@@ -135,6 +138,13 @@ func (c *conn) writeBatch(bt *batch, n int) error {
 		}
 	}
 	if done < n {
+		// The socket failed. Whole frames of the buffer it was writing
+		// did reach it: they count as forwarded, the rest as dropped.
+		it := &bt.items[done]
+		sent, payload := wholeFrames(it.b.B[:off])
+		c.counts.framesOut.add(uint64(sent))
+		c.counts.bytesOut.add(uint64(payload))
+		it.frames -= sent
 		reason := c.out.dropReason()
 		frames, unwritten := 0, -off
 		for i := done; i < n; i++ {
@@ -144,7 +154,7 @@ func (c *conn) writeBatch(bt *batch, n int) error {
 			bufpool.Put(it.b)
 			*it = queued{}
 		}
-		c.counts.lost[reason].Add(uint64(frames))
+		c.counts.lose(reason, frames)
 		c.out.written(unwritten) // not written, but no longer queued either
 	}
 	return err
@@ -157,9 +167,9 @@ func (c *conn) writeBatch(bt *batch, n int) error {
 func (c *conn) armWriteDeadline() {
 	timeout := c.ln.limits().WriteTimeout.D()
 	now := time.Now()
-	if at := c.out.writeArmed; at.IsZero() || now.Sub(at) > timeout/4 {
+	if at := c.out.writeArmed; at == 0 || now.UnixNano()-at > int64(timeout/4) {
 		_ = c.nc.SetWriteDeadline(now.Add(timeout))
-		c.out.writeArmed = now
+		c.out.writeArmed = now.UnixNano()
 	}
 }
 
@@ -223,4 +233,28 @@ func (c *conn) writeChunk(b []byte) (int, error) {
 		c.out.blocked()
 	}
 	return c.nc.Write(b)
+}
+
+// wholeFrames counts the complete frames at the start of b, a prefix of a
+// queue buffer (whole frames back to back), and their payload bytes.
+func wholeFrames(b []byte) (frames, payload int) {
+	for len(b) > protocol.HeaderLen+1 {
+		from := int(b[protocol.HeaderLen])
+		if len(b) < protocol.HeaderLen+1+from+1 {
+			break
+		}
+		to := int(b[protocol.HeaderLen+1+from])
+		head := protocol.TransferLen(from, to, 0)
+		if len(b) < head {
+			break
+		}
+		n := int(binary.BigEndian.Uint32(b[head-4:]))
+		if len(b) < head+n {
+			break
+		}
+		frames++
+		payload += n
+		b = b[head+n:]
+	}
+	return frames, payload
 }

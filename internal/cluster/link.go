@@ -1,0 +1,313 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"github.com/relayd/relayd/internal/registry"
+)
+
+// link carries frames and credits to one other node. Senders append to its
+// buffers and return; its own goroutine publishes them, many frames per NATS
+// message while the previous publish was under way, so batching falls out of
+// the loop's shape and a client's read loop never waits on NATS.
+type link struct {
+	// Static after construction.
+	c          *Cluster
+	node       *node
+	dataSubj   string        // frames for the node
+	creditSubj string        // credits for frames the node sent us
+	kick       chan struct{} // capacity 1: there is something to publish
+	stop       chan struct{} // closed when the node is dropped
+
+	mu      sync.Mutex
+	frames  []byte             // data records waiting, guarded by mu
+	credits []byte             // credit entries waiting, guarded by mu
+	sending int                // bytes of records being published now, guarded by mu
+	waiters []*registry.Waiter // senders waiting for room or credit, guarded by mu
+	closed  bool               // guarded by mu
+
+	// Owned by the link's goroutine.
+	spareFrames, spareCredits []byte
+	scratch                   []byte // one message of a frame larger than a message
+}
+
+func newLink(c *Cluster, n *node) *link {
+	return &link{
+		c:          c,
+		node:       n,
+		dataSubj:   c.prefix + "data." + n.instance + "." + c.instance,
+		creditSubj: c.prefix + "credit." + n.instance + "." + c.instance,
+		kick:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+	}
+}
+
+func (l *link) wake() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// addWaiter registers w to be signalled when room or credit may have come.
+// Called with mu held.
+func (l *link) addWaiter(w *registry.Waiter) {
+	if len(l.waiters) <= 16 {
+		for _, x := range l.waiters {
+			if x == w {
+				return
+			}
+		}
+	}
+	l.waiters = append(l.waiters, w)
+}
+
+// signalWaiters wakes every waiting sender; those that still find no room
+// wait again. Called with mu held.
+func (l *link) signalWaiters() {
+	for i, w := range l.waiters {
+		w.Signal()
+		l.waiters[i] = nil
+	}
+	l.waiters = l.waiters[:0]
+}
+
+// wakeWaiters is signalWaiters for callers not holding mu.
+func (l *link) wakeWaiters() {
+	l.mu.Lock()
+	l.signalWaiters()
+	l.mu.Unlock()
+}
+
+// close stops the link; frames still waiting are dropped.
+func (l *link) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.closed = true
+	close(l.stop)
+	l.signalWaiters()
+}
+
+// Deliver implements registry.Peer. It copies frame into the link's buffer
+// for the receiver's node, unless the receiver's window is full (frames
+// sent to it that its node has not credited back yet) or the link's buffer
+// is: then a sender that can wait gets Wait, and is signalled when credit
+// or room comes.
+func (p *remotePeer) Deliver(frame []byte, w *registry.Waiter) registry.Result {
+	if p.gone.Load() {
+		return registry.Gone
+	}
+	l := p.node.link
+	c := l.c
+	if !c.connected.Load() {
+		return registry.Down
+	}
+	n := int64(len(frame))
+	if in := p.inflight.Load(); in > 0 && in+n > c.window {
+		if time.Now().UnixNano()-p.lastCredit.Load() > int64(c.opt.NodeTimeout) {
+			// No credit for node_timeout from a node that is alive: the
+			// credits were lost (a NATS slow consumer, a reconnect). Start
+			// the window over rather than pace this receiver to a stop.
+			p.inflight.Store(0)
+			c.creditResets.Add(1)
+		} else {
+			if w == nil {
+				return registry.QueueFull
+			}
+			l.mu.Lock()
+			l.addWaiter(w)
+			l.mu.Unlock()
+			// Credit that came between the check and the registration
+			// signalled no one: look again.
+			if in := p.inflight.Load(); in > 0 && in+n > c.window {
+				w.Max = c.waitMax
+				return registry.Wait
+			}
+		}
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return registry.Gone
+	}
+	if q := len(l.frames) + l.sending; q > 0 && q+recHeader+len(frame) > c.outMax {
+		if w == nil {
+			l.mu.Unlock()
+			return registry.QueueFull
+		}
+		l.addWaiter(w)
+		l.mu.Unlock()
+		w.Max = c.waitMax
+		return registry.Wait
+	}
+	l.frames = appendRecordHeader(l.frames, kindFrame, len(frame))
+	l.frames = append(l.frames, frame...)
+	l.mu.Unlock()
+	if p.inflight.Add(n) == n {
+		p.lastCredit.Store(time.Now().UnixNano())
+	}
+	l.wake()
+	return registry.Sent
+}
+
+// Kick implements registry.Peer. A remote client is kicked by its own node,
+// when it hears of the newer login.
+func (p *remotePeer) Kick() {}
+
+// addCredits queues credit entries for the node.
+func (l *link) addCredits(entries []byte) {
+	l.mu.Lock()
+	if !l.closed {
+		l.credits = append(l.credits, entries...)
+	}
+	l.mu.Unlock()
+	l.wake()
+}
+
+// shrinkAbove is the capacity past which a buffer that carried a large frame
+// is let go rather than kept for the next batch.
+const shrinkAbove = 4 << 20
+
+func reuse(b []byte) []byte {
+	if cap(b) > shrinkAbove {
+		return nil
+	}
+	return b[:0]
+}
+
+// run publishes what senders queue until the link stops.
+func (l *link) run() {
+	defer l.c.wg.Done()
+	for {
+		select {
+		case <-l.kick:
+		case <-l.stop:
+			l.mu.Lock()
+			l.c.dropShutdown.Add(countFrames(l.frames))
+			l.frames, l.credits = nil, nil
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Lock()
+		frames, credits := l.frames, l.credits
+		l.frames, l.credits = l.spareFrames, l.spareCredits
+		l.sending = len(frames)
+		l.mu.Unlock()
+
+		max := int(l.c.maxMsg.Load())
+		l.publishCredits(credits, max)
+		l.publishFrames(frames, max)
+
+		l.mu.Lock()
+		l.sending = 0
+		l.spareFrames, l.spareCredits = reuse(frames), reuse(credits)
+		l.signalWaiters()
+		l.mu.Unlock()
+	}
+}
+
+func countFrames(b []byte) uint64 {
+	var n uint64
+	for len(b) > 0 {
+		_, _, rest, err := nextRecord(b)
+		if err != nil {
+			break
+		}
+		b = rest
+		n++
+	}
+	return n
+}
+
+// publishFrames publishes data records in messages of at most max bytes;
+// a frame larger than that goes in parts, in messages of its own.
+func (l *link) publishFrames(b []byte, max int) {
+	start, frames := 0, uint64(0)
+	flush := func(end int) {
+		if end > start {
+			l.publish(l.dataSubj, b[start:end], frames)
+		}
+		start, frames = end, 0
+	}
+	for i := 0; i < len(b); {
+		n := recHeader + int(binary.BigEndian.Uint32(b[i+1:]))
+		switch {
+		case n > max:
+			flush(i)
+			l.publishLarge(b[i+recHeader:i+n], max)
+			start = i + n
+		case i+n-start > max:
+			flush(i)
+			frames = 1
+		default:
+			frames++
+		}
+		i += n
+	}
+	flush(len(b))
+}
+
+// publishLarge publishes one frame in parts that each fit a message.
+func (l *link) publishLarge(frame []byte, max int) {
+	first := true
+	for len(frame) > 0 {
+		m := reuse(l.scratch)
+		var part int
+		if first {
+			part = min(len(frame), max-recHeader-4)
+			m = appendRecordHeader(m, kindBegin, 4+part)
+			m = binary.BigEndian.AppendUint32(m, uint32(len(frame)))
+		} else {
+			part = min(len(frame), max-recHeader)
+			m = appendRecordHeader(m, kindMore, part)
+		}
+		m = append(m, frame[:part]...)
+		frame = frame[part:]
+		var counts uint64
+		if len(frame) == 0 {
+			counts = 1
+		}
+		l.scratch = m
+		if !l.publish(l.dataSubj, m, counts) {
+			if len(frame) > 0 {
+				l.c.dropDown.Add(1)
+			}
+			return
+		}
+		first = false
+	}
+}
+
+// publish sends one message; frames is how many frames it completes, for
+// the counters.
+func (l *link) publish(subj string, m []byte, frames uint64) bool {
+	if err := l.c.nc.Publish(subj, m); err != nil {
+		l.c.dropDown.Add(frames)
+		return false
+	}
+	l.c.framesSent.Add(frames)
+	return true
+}
+
+// publishCredits sends credit entries in messages of at most max bytes. A
+// lost credit message is not retried: the window it would have opened is
+// reset after node_timeout.
+func (l *link) publishCredits(b []byte, max int) {
+	start := 0
+	for i := 0; i < len(b); {
+		n := 1 + int(b[i]) + 4
+		if i+n-start > max {
+			_ = l.c.nc.Publish(l.creditSubj, b[start:i])
+			start = i
+		}
+		i += n
+	}
+	if len(b) > start {
+		_ = l.c.nc.Publish(l.creditSubj, b[start:])
+	}
+}
