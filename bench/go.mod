@@ -3,6 +3,8 @@ module github.com/relayd/relayd/bench
 go 1.26.0
 
 require (
+	github.com/coder/websocket v1.8.15
+	github.com/gobwas/ws v1.4.0
 	github.com/nats-io/nats.go v1.55.0
 	gonum.org/v1/plot v0.17.0
 )
@@ -13,6 +15,8 @@ require (
 	codeberg.org/go-pdf/fpdf v0.11.1 // indirect
 	git.sr.ht/~sbinet/gg v0.7.0 // indirect
 	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
+	github.com/gobwas/httphead v0.1.0 // indirect
+	github.com/gobwas/pool v0.2.1 // indirect
 	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
 	github.com/klauspost/compress v1.20.0 // indirect
 	github.com/nats-io/nkeys v0.4.16 // indirect

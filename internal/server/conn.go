@@ -22,18 +22,20 @@ import (
 // last two are never held together).
 type conn struct {
 	// Static after construction.
-	srv      *Server
-	ln       *listener
-	raw      net.Conn                       // the socket; closing it stops both loops at once
-	nc       net.Conn                       // what frames are read from and written to: raw, or a transport over it
-	remote   netip.AddrPort                 // the client's address, for logs, limits and /clients
-	parks    bool                           // reads may time out harmlessly: idle connections park
-	pollable func() (syscall.RawConn, bool) // non-nil: may park on epoll when it says so
-	direct   bool                           // the transport writes to sock unchanged: writev on it
-	sock     syscall.RawConn                // the TCP socket under every transport; nil when not TCP
-	counted  bool                           // guarded by ln.mu; counted in ln.perIP under remote's address
-	out      sendQueue                      // frames queued for this client
-	writers  sync.WaitGroup                 // the write goroutine, while one runs
+	srv         *Server
+	ln          *listener
+	raw         net.Conn                       // the socket; closing it stops both loops at once
+	nc          net.Conn                       // what frames are read from and written to: raw, or a transport over it
+	remote      netip.AddrPort                 // the client's address, for logs, limits and /clients
+	parks       bool                           // reads may time out harmlessly: idle connections park
+	pollable    func() (syscall.RawConn, bool) // non-nil: may park on epoll when it says so
+	direct      bool                           // the transport writes to sock unchanged: writev on it
+	sock        syscall.RawConn                // the TCP socket under every transport; nil when not TCP
+	goodbye     func(Reason)                   // non-nil: tells the client why it is closed
+	selfBlocked bool                           // nc reports when the socket is full (Accepted.ReportBlocked)
+	counted     bool                           // guarded by ln.mu; counted in ln.perIP under remote's address
+	out         sendQueue                      // frames queued for this client
+	writers     sync.WaitGroup                 // the write goroutine, while one runs
 	// waiter is how the read loop waits for room at its receivers, made at
 	// its first wait (an idle connection has none); close signals it.
 	waiter atomic.Pointer[registry.Waiter]
@@ -86,10 +88,20 @@ func newConn(l *listener, raw net.Conn) *conn {
 // attach takes what the transport produced. It runs on the connection's
 // goroutine before the read loop starts.
 func (c *conn) attach(a *Accepted) {
-	c.nc, c.remote, c.parks, c.pollable = a.Conn, a.Remote, a.Parks, a.Pollable
+	c.nc, c.remote, c.parks, c.pollable, c.goodbye = a.Conn, a.Remote, a.Parks, a.Pollable, a.Goodbye
 	c.sock, c.direct = a.Socket, a.FD != nil
 	if c.sock == nil {
 		c.sock = a.FD
+	}
+	if a.ReportBlocked != nil {
+		a.ReportBlocked(func(blocked bool) {
+			if blocked {
+				c.out.blocked(c.unsent())
+			} else {
+				c.out.blockedAt.Store(0) // taking data again, though the write goes on
+			}
+		})
+		c.selfBlocked = true
 	}
 	if a.TLS != nil && c.ln.st.Load().cfg.ClientIDFromCert {
 		c.idFromCert = true
@@ -125,6 +137,8 @@ func (c *conn) close(r Reason, detail string) {
 			if tc, ok := c.raw.(*net.TCPConn); ok {
 				_ = tc.SetLinger(0)
 			}
+		} else if c.goodbye != nil {
+			c.goodbye(r)
 		}
 		_ = c.raw.Close()
 		if w := c.waiter.Load(); w != nil {

@@ -155,6 +155,24 @@ func (l *listener) accept(c *conn, deadline time.Time, a *Accepted) error {
 			return err
 		}
 	}
+	if st.cfg.WebSocket() {
+		// wss: TLS first, then the upgrade, which may say (behind a
+		// trusted proxy) that the client is another address: count that one.
+		if st.tls != nil {
+			if err := handshakeTLS(a, st.tls, deadline); err != nil {
+				return err
+			}
+		}
+		if err := l.upgradeWebSocket(a, st, deadline); err != nil {
+			return err
+		}
+		c.remote = a.Remote
+		if why := l.countIP(c, a.Remote.Addr(), st); why != "" {
+			a.Goodbye(ReasonLimit)
+			return &refusal{why}
+		}
+		return nil
+	}
 	c.remote = a.Remote // for the refusal's log line
 	if why := l.countIP(c, a.Remote.Addr(), st); why != "" {
 		return &refusal{why}

@@ -51,6 +51,16 @@ type Accepted struct {
 	// then writes batches with writev on it directly, seeing each
 	// syscall's progress.
 	FD syscall.RawConn
+	// ReportBlocked, when set, is handed a function that Conn's writes
+	// call when they find the socket full (true) and when it takes bytes
+	// again (false). The writer then leaves stall detection to it instead
+	// of counting every write call as blocked while it lasts, which would
+	// take a write that only waits for a CPU for a stalled receiver.
+	ReportBlocked func(func(blocked bool))
+	// Goodbye, when set, tells the client why its connection ends (a
+	// WebSocket close frame) just before Raw is closed. Best-effort and
+	// brief: it must not block on a socket that takes nothing.
+	Goodbye func(Reason)
 }
 
 // sockbufFor is the kernel buffer relayd asks for in each direction of a

@@ -239,7 +239,9 @@ func (c *conn) writev(bt *batch, from, to, off int) (int, error) {
 // gives no finer view of its progress.
 func (c *conn) writeChunk(b []byte) (int, error) {
 	b = b[:min(len(b), writeChunk)]
-	c.out.blocked(c.unsent())
+	if !c.selfBlocked {
+		c.out.blocked(c.unsent())
+	}
 	return c.nc.Write(b)
 }
 
