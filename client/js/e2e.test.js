@@ -59,13 +59,20 @@ function tcpClient(id) {
 }
 
 // online waits until a frame to id arrives, i.e. its login has registered:
-// RELY has no login answer.
+// RELY has no login answer. One it.next() stays pending across the probes:
+// an abandoned next() would take the frame that answers a later probe.
 async function online(sendProbe, it) {
+  const pending = it.next();
   for (let i = 0; i < 100; i++) {
     sendProbe();
-    try {
-      return await next(it, 100);
-    } catch { /* not yet */ }
+    let timer;
+    const tick = new Promise((resolve) => { timer = setTimeout(() => resolve(null), 100); });
+    const r = await Promise.race([pending, tick]);
+    clearTimeout(timer);
+    if (r !== null) {
+      assert.ok(!r.done, 'the connection ended');
+      return r.value;
+    }
   }
   throw new Error('peer never came online');
 }

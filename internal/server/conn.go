@@ -138,7 +138,19 @@ func (c *conn) close(r Reason, detail string) {
 				_ = tc.SetLinger(0)
 			}
 		} else if c.goodbye != nil {
-			c.goodbye(r)
+			// The close frame may have to wait for a write in progress to
+			// end: not on the goroutine closing (a kick runs on the new
+			// login's read loop). The socket is closed right after it.
+			c.writers.Add(1) // finish waits for it like for a writer
+			go func() {
+				defer c.writers.Done()
+				c.goodbye(r)
+				_ = c.raw.Close()
+			}()
+			if w := c.waiter.Load(); w != nil {
+				w.Signal()
+			}
+			return
 		}
 		_ = c.raw.Close()
 		if w := c.waiter.Load(); w != nil {

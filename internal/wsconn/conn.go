@@ -507,8 +507,15 @@ func (c *Conn) sendClose(code uint16) {
 }
 
 func (c *Conn) sendCloseWithin(code uint16, timeout time.Duration) {
-	if !c.wmu.TryLock() {
-		return // a write is blocked on the socket: the close frame could not go out either
+	// A write in progress holds the lock: wait for it to end, up to
+	// timeout (a write blocked on a full socket would not let the close
+	// frame out either).
+	give := time.Now().Add(timeout)
+	for !c.wmu.TryLock() {
+		if time.Now().After(give) {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 	defer c.wmu.Unlock()
 	if c.closeSent || c.werr != nil || c.wleft > 0 || c.wpend != nil {
