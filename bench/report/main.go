@@ -108,6 +108,10 @@ func parse(r io.Reader) (*results, error) {
 			c := cell{r.Size, r.Pairs}
 			if rs.tp[c] == nil {
 				rs.tp[c] = map[string]result{}
+			}
+			if _, seen := rs.tp[c]["relayd"]; !seen && l.System == "relayd" {
+				// The main table's rows: the cells relayd ran on a
+				// single node over TCP, in the order they ran.
 				rs.order = append(rs.order, c)
 			}
 			rs.tp[c][l.System] = r
@@ -156,10 +160,79 @@ func (rs *results) table() string {
 		fmt.Fprintf(&b, "\n| idle connections | server RSS per connection |\n|---|---:|\n")
 		fmt.Fprintf(&b, "| relayd, %d | %.1f KiB |\n| nats-server, %d | %.1f KiB |\n", r.Conns, r.BytesPerConn/1024, n.Conns, n.BytesPerConn/1024)
 	}
+	rs.wsTable(&b)
+	rs.clusterTable(&b)
 	if m := rs.machine; m.LoadBefore != "" {
 		fmt.Fprintf(&b, "\nLoad average (1, 5, 15 min) before the run: %s; after: %s (commit %s).\n", m.LoadBefore, m.LoadAfter, m.Commit)
 	}
 	return b.String()
+}
+
+// The cells that compare relayd with itself: its websocket listener
+// against its TCP one, and two clustered nodes against a single node.
+var wideCell = cell{1024, 64}
+
+// Targets of issues 12 and 13: ratios, and bytes for memory.
+const (
+	wsTputTarget, wsIdleTarget               = 0.5, 8 << 10
+	crossTputTarget, crossRTTTarget          = 0.5, 3.0
+	clusterLocalTarget, directoryBytesTarget = 0.95, 200
+)
+
+func (rs *results) wsTable(b *strings.Builder) {
+	tcp, ws := rs.tp[wideCell]["relayd"], rs.tp[wideCell]["relayd-ws"]
+	ti, wi := rs.other["idle"]["relayd"], rs.other["idle"]["relayd-ws"]
+	if ws.FramesPerSec == 0 && wi.Conns == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n| relayd's websocket listener against its TCP listener (same config) | websocket | TCP | websocket/TCP | target | met | websocket lost/gaps/reordered |\n|---|---:|---:|---:|---|---|---:|\n")
+	if ws.FramesPerSec > 0 {
+		fmt.Fprintf(b, "| %s × %d, frames/s | %s | %s | %s | ≥ %.1f×, zero drops | %s | %s |\n",
+			size(wideCell.size), wideCell.pairs, num(ws.FramesPerSec), num(tcp.FramesPerSec), ratio(ws.FramesPerSec, tcp.FramesPerSec),
+			wsTputTarget, met(ws.FramesPerSec >= wsTputTarget*tcp.FramesPerSec && ws.Drops == 0 && ws.Sent > 0), lost(ws))
+	}
+	if wi.Conns > 0 {
+		fmt.Fprintf(b, "| idle logged-in connections (%d), server RSS per connection | %.1f KiB | %.1f KiB | %s | ≤ %d KiB | %s | |\n",
+			wi.Conns, wi.BytesPerConn/1024, ti.BytesPerConn/1024, ratio(wi.BytesPerConn, ti.BytesPerConn),
+			wsIdleTarget>>10, met(wi.BytesPerConn <= wsIdleTarget))
+	}
+}
+
+func (rs *results) clusterTable(b *strings.Builder) {
+	single := rs.tp[wideCell]["relayd"]
+	cross, local := rs.tp[wideCell]["cluster-cross"], rs.tp[wideCell]["cluster-local"]
+	crl, dir := rs.latency["cluster-cross"], rs.other["idle"]["cluster-directory"]
+	if cross.FramesPerSec == 0 && local.FramesPerSec == 0 && len(crl) == 0 && dir.Conns == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n| two relayd nodes on one nats-server | clustered | single node | clustered/single | target | met | clustered lost/gaps/reordered |\n|---|---:|---:|---:|---|---|---:|\n")
+	if cross.FramesPerSec > 0 {
+		fmt.Fprintf(b, "| cross-node %s × %d (senders on A, receivers on B), frames/s | %s | %s | %s | ≥ %.1f×, zero drops | %s | %s |\n",
+			size(wideCell.size), wideCell.pairs, num(cross.FramesPerSec), num(single.FramesPerSec), ratio(cross.FramesPerSec, single.FramesPerSec),
+			crossTputTarget, met(cross.FramesPerSec >= crossTputTarget*single.FramesPerSec && cross.Drops == 0 && cross.Sent > 0), lost(cross))
+	}
+	if rl := rs.latency["relayd"]; len(crl) > 0 && len(rl) > 0 {
+		c, r := medians(crl), medians(rl)
+		fmt.Fprintf(b, "| cross-node 64 B round trip p50, median of %d rounds (%s) | %.0f µs | %.0f µs | %s | ≤ %.0f× | %s | |\n",
+			len(crl), p50s(crl), c.P50, r.P50, ratio(c.P50, r.P50), crossRTTTarget, met(c.P50 <= crossRTTTarget*r.P50))
+		fmt.Fprintf(b, "| cross-node 64 B round trip p99 | %.0f µs | %.0f µs | %s | | | |\n", c.P99, r.P99, ratio(c.P99, r.P99))
+	}
+	if local.FramesPerSec > 0 {
+		fmt.Fprintf(b, "| local pairs on a clustered node, %s × %d, frames/s | %s | %s | %s | within 5 %% | %s | %s |\n",
+			size(wideCell.size), wideCell.pairs, num(local.FramesPerSec), num(single.FramesPerSec), ratio(local.FramesPerSec, single.FramesPerSec),
+			met(local.FramesPerSec >= clusterLocalTarget*single.FramesPerSec), lost(local))
+	}
+	if dir.Conns > 0 {
+		fmt.Fprintf(b, "| node B's RSS per client logged in on node A (%d clients) | %.0f B | | | ≤ %d B at 100,000 | %s | |\n",
+			dir.Conns, dir.BytesPerConn, directoryBytesTarget, met(dir.BytesPerConn <= directoryBytesTarget))
+	}
+}
+
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
 }
 
 // lost formats a relay's losses: sent and never received, sequence gaps, reordered.

@@ -66,3 +66,38 @@ func TestTable(t *testing.T) {
 		}
 	}
 }
+
+// The websocket and cluster cells are set against the single-node TCP
+// cells of the same run, with their targets.
+func TestWSAndClusterTables(t *testing.T) {
+	in := `{"system":"relayd","result":{"mode":"throughput","loop":"open","pairs":64,"payload_bytes":1024,"frames_per_sec":1000000,"sent":9000000}}
+{"system":"relayd-ws","result":{"mode":"throughput","loop":"open","transport":"websocket","pairs":64,"payload_bytes":1024,"frames_per_sec":600000,"sent":5000000}}
+{"system":"cluster-cross","result":{"mode":"throughput","loop":"open","cross_node":true,"pairs":64,"payload_bytes":1024,"frames_per_sec":400000,"sent":3000000,"drops":7,"gaps":7}}
+{"system":"cluster-local","result":{"mode":"throughput","loop":"open","pairs":64,"payload_bytes":1024,"frames_per_sec":970000,"sent":8000000}}
+{"system":"relayd","result":{"mode":"latency","loop":"closed","pairs":1,"payload_bytes":64,"p50_us":100,"p99_us":300}}
+{"system":"cluster-cross","result":{"mode":"latency","loop":"closed","pairs":1,"payload_bytes":64,"p50_us":350,"p99_us":900}}
+{"system":"relayd","result":{"mode":"idle","conns":10000,"server_rss_bytes_per_conn":3072}}
+{"system":"relayd-ws","result":{"mode":"idle","conns":10000,"server_rss_bytes_per_conn":4096}}
+{"system":"cluster-directory","result":{"mode":"idle","conns":10000,"server_rss_bytes_per_conn":150}}
+`
+	rs, err := parse(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs.order) != 1 {
+		t.Fatalf("main table rows %v: only relayd's single-node cells belong there", rs.order)
+	}
+	got := rs.table()
+	for _, want := range []string{
+		"| 1 KiB × 64, frames/s | 600.0 k | 1.00 M | 0.60× | ≥ 0.5×, zero drops | met | 0 / 0 / 0 |",
+		"| idle logged-in connections (10000), server RSS per connection | 4.0 KiB | 3.0 KiB | 1.33× | ≤ 8 KiB | met | |",
+		"| cross-node 1 KiB × 64 (senders on A, receivers on B), frames/s | 400.0 k | 1.00 M | 0.40× | ≥ 0.5×, zero drops | **missed** | 7 / 7 / 0 |",
+		"| cross-node 64 B round trip p50, median of 1 rounds (350 µs) | 350 µs | 100 µs | 3.50× | ≤ 3× | **missed** | |",
+		"| local pairs on a clustered node, 1 KiB × 64, frames/s | 970.0 k | 1.00 M | 0.97× | within 5 % | met | 0 / 0 / 0 |",
+		"| node B's RSS per client logged in on node A (10000 clients) | 150 B | | | ≤ 200 B at 100,000 | met | |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+}

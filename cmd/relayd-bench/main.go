@@ -1,8 +1,10 @@
 // Command relayd-bench generates load against a relay and measures it.
 //
 //	relayd-bench throughput --pairs 64 --size 1024 --duration 10s [--closed-loop] [--server-pid PID]
-//	relayd-bench latency --pairs 1 --size 64 [--rate 10000]
-//	relayd-bench idle --conns 10000 --server-pid PID
+//	relayd-bench throughput --ws ws://127.0.0.1:8080/relay --pairs 64 --size 1024
+//	relayd-bench throughput --addr NODE_A --recv-addr NODE_B --pairs 64 --size 1024
+//	relayd-bench latency --pairs 1 --size 64 [--rate 10000] [--ws URL] [--recv-addr ADDR | --recv-ws URL]
+//	relayd-bench idle --conns 10000 --server-pid PID [--ws URL]
 //	relayd-bench soak [--duration 5m] [--pairs 12] [--size 1048576] [--seed N]
 //
 // Human-readable output, with a live progress line on a terminal; --json
@@ -40,6 +42,10 @@ modes:
                storms and reconnects, then SIGTERM; one summary line, exit 1 on any frame
                lost without a counted reason, corrupted or reordered
 
+Clients connect over TCP to --addr, or over WebSocket to --ws. With --recv-addr or --recv-ws
+the receivers (and the echoing end of a round trip) connect to another relay than the senders:
+another node of a cluster, so that every frame crosses it.
+
 relayd-bench MODE -h lists the flags (one set for every mode; each says which modes use it).
 `
 
@@ -53,6 +59,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var c bench.Common
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:33333", "relay `address`")
+	fs.StringVar(&c.WS, "ws", "", "connect over WebSocket to this `URL` (ws://host:port/path) instead of --addr (throughput, latency, idle)")
+	fs.StringVar(&c.RecvAddr, "recv-addr", "", "receivers connect to this relay `address` instead: another cluster node (throughput, latency)")
+	fs.StringVar(&c.RecvWS, "recv-ws", "", "receivers connect over WebSocket to this `URL` instead: another cluster node (throughput, latency)")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "the relay's `PID`, to measure its CPU and memory")
 	fs.DurationVar(&c.Warmup, "warmup", time.Second, "traffic before the measured window")
 	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "the measured window; soak: the traffic before the SIGTERM, default 5m")
@@ -97,14 +106,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "throughput":
 		run := bench.Throughput
 		if *direct {
+			if c.WS != "" || c.RecvAddr != "" || c.RecvWS != "" {
+				fmt.Fprintln(stderr, "relayd-bench: --direct measures no relay: drop --ws, --recv-addr and --recv-ws")
+				return 2
+			}
 			run = bench.Direct
 		}
 		var r *bench.ThroughputResult
 		r, err = run(ctx, bench.ThroughputConfig{Common: c, Pairs: *pairs, Size: *size,
 			OpenLoop: *openLoop && !*closedLoop, Window: *window, Settle: *settle})
 		res, human = r, func() string {
-			return fmt.Sprintf("%s (%s loop)  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  in flight=%d  sent=%d drops=%d gaps=%d reordered=%d  server=%s bench=%.2f cores",
-				r.Mode, r.Loop, r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.InFlight, r.Sent, r.Drops, r.Gaps, r.Reordered, cores(r.ServerCores), r.BenchCores)
+			return fmt.Sprintf("%s (%s loop, %s%s)  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  in flight=%d  sent=%d drops=%d gaps=%d reordered=%d  server=%s bench=%.2f cores",
+				r.Mode, r.Loop, r.Transport, crossNode(r.CrossNode), r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.InFlight, r.Sent, r.Drops, r.Gaps, r.Reordered, cores(r.ServerCores), r.BenchCores)
 		}
 	case "latency":
 		var r *bench.LatencyResult
@@ -114,15 +127,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if r.Loop == "open" {
 				what = fmt.Sprintf("one way at %.0f/s", r.Rate)
 			}
-			return fmt.Sprintf("latency (%s)  pairs=%d size=%dB  p50=%.0fµs p99=%.0fµs p999=%.0fµs max=%.0fµs  (%d samples)",
-				what, r.Pairs, r.Size, r.P50, r.P99, r.P999, r.Max, r.Samples)
+			return fmt.Sprintf("latency (%s, %s%s)  pairs=%d size=%dB  p50=%.0fµs p99=%.0fµs p999=%.0fµs max=%.0fµs  (%d samples)",
+				what, r.Transport, crossNode(r.CrossNode), r.Pairs, r.Size, r.P50, r.P99, r.P999, r.Max, r.Samples)
 		}
 	case "idle":
+		if c.RecvAddr != "" || c.RecvWS != "" {
+			fmt.Fprintln(stderr, "relayd-bench: idle connections have no receivers: drop --recv-addr and --recv-ws (to measure another node's memory for them, give its --server-pid)")
+			return 2
+		}
 		var r *bench.IdleResult
 		r, err = bench.Idle(ctx, bench.IdleConfig{Common: c, Conns: *conns, Heartbeat: *heartbeat, Parallel: *parallel})
 		res, human = r, func() string {
-			return fmt.Sprintf("idle  conns=%d  server RSS %.1f MiB → %.1f MiB  %.0f bytes per connection  (logged in in %.1fs)",
-				r.Conns, float64(r.ServerRSSStart)/(1<<20), float64(r.ServerRSSEnd)/(1<<20), r.BytesPerConn, r.DialSeconds)
+			return fmt.Sprintf("idle (%s)  conns=%d  server RSS %.1f MiB → %.1f MiB  %.0f bytes per connection  (logged in in %.1fs)",
+				r.Transport, r.Conns, float64(r.ServerRSSStart)/(1<<20), float64(r.ServerRSSEnd)/(1<<20), r.BytesPerConn, r.DialSeconds)
 		}
 	case "soak":
 		cfg := soak.Config{Seed: *seed, Log: stderr, Progress: c.Progress}
@@ -162,6 +179,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+func crossNode(b bool) string {
+	if b {
+		return ", cross-node"
+	}
+	return ""
 }
 
 func cores(v float64) string {

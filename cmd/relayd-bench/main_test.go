@@ -14,7 +14,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 			t.Fatalf("%s -h: exit %d", mode, code)
 		}
 		for _, flag := range []string{
-			"-addr", "-server-pid", "-warmup", "-duration", "-json", "-pairs", "-size",
+			"-addr", "-ws", "-recv-addr", "-recv-ws", "-server-pid", "-warmup", "-duration", "-json", "-pairs", "-size",
 			"-open-loop", "-closed-loop", "-window", "-settle", "-direct",
 			"-rate", "-conns", "-heartbeat", "-parallel", "-seed",
 		} {
@@ -29,5 +29,19 @@ func TestUnknownMode(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"nonsense"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown mode "nonsense"`) {
 		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+}
+
+// Flags that make no sense for a mode are refused with what to drop.
+func TestRefusedCombinations(t *testing.T) {
+	for _, args := range [][]string{
+		{"throughput", "--direct", "--ws", "ws://127.0.0.1:1/relay"},
+		{"throughput", "--direct", "--recv-addr", "127.0.0.1:1"},
+		{"idle", "--recv-ws", "ws://127.0.0.1:1/relay", "--server-pid", "1"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), "drop --") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errb.String())
+		}
 	}
 }

@@ -24,10 +24,18 @@ const probeSeq = ^uint64(0)
 
 // Common are the settings every mode shares.
 type Common struct {
-	Addr      string        // relay address
-	ServerPID int           // 0: do not measure the server
-	Warmup    time.Duration // traffic before the measured window
-	Duration  time.Duration // the measured window
+	Addr string // relay address (TCP)
+	// WS, if set, is a websocket listener's URL (ws://host:port/path): the
+	// clients connect there instead of to Addr, one RELY frame per message.
+	WS string
+	// RecvAddr or RecvWS, if set, is where the receiving side connects
+	// (receivers; the echoing end of a round trip) while the senders use
+	// Addr or WS: another node of a cluster, so that every frame crosses
+	// it. RecvWS wins over RecvAddr.
+	RecvAddr, RecvWS string
+	ServerPID        int           // 0: do not measure the server
+	Warmup           time.Duration // traffic before the measured window
+	Duration         time.Duration // the measured window
 	// Progress, if set, is called about once a second with a one-line summary.
 	Progress func(line string)
 }
@@ -38,12 +46,78 @@ func runID() string {
 	return hex.EncodeToString(b)
 }
 
-func dial(ctx context.Context, addr, id string, opts *client.Options) (*client.Client, error) {
+// endpoint is where a client connects: a WebSocket URL if ws is set, else
+// a TCP address.
+type endpoint struct{ addr, ws string }
+
+func (e endpoint) transport() string {
+	if e.ws != "" {
+		return "websocket"
+	}
+	return "tcp"
+}
+
+func (e endpoint) String() string {
+	if e.ws != "" {
+		return e.ws
+	}
+	return e.addr
+}
+
+// senders is where the sending side connects.
+func (c *Common) sendEnd() endpoint { return endpoint{c.Addr, c.WS} }
+
+// recvEnd is where the receiving side connects: the senders' relay unless
+// RecvAddr or RecvWS names another.
+func (c *Common) recvEnd() endpoint {
+	if c.RecvAddr == "" && c.RecvWS == "" {
+		return c.sendEnd()
+	}
+	return endpoint{c.RecvAddr, c.RecvWS}
+}
+
+// crossNode reports whether the two sides connect to different relays.
+func (c *Common) crossNode() bool { return c.sendEnd() != c.recvEnd() }
+
+// transport names what the two sides connect over: "tcp", "websocket", or
+// "tcp/websocket" (senders/receivers) when they differ.
+func (c *Common) transport() string {
+	s, r := c.sendEnd().transport(), c.recvEnd().transport()
+	if s == r {
+		return s
+	}
+	return s + "/" + r
+}
+
+// dial connects to e, from src unless it is nil, and logs in as id.
+func dial(ctx context.Context, e endpoint, id string, opts *client.Options, src *net.TCPAddr) (*client.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, addr, id, opts)
+	if opts == nil {
+		opts = &client.Options{}
+	}
+	var conn net.Conn
+	var err error
+	if e.ws != "" {
+		rb := opts.ReadBufferSize
+		if rb <= 0 {
+			rb = 64 << 10
+		}
+		conn, err = dialWS(ctx, e.ws, src, rb)
+	} else {
+		d := net.Dialer{}
+		if src != nil {
+			d.LocalAddr = src
+		}
+		conn, err = d.DialContext(ctx, "tcp", e.addr)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("dial %s as %s: %w", addr, id, err)
+		return nil, fmt.Errorf("dial %s as %s: %w", e, id, err)
+	}
+	c, err := client.New(conn, id, opts)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("log in to %s as %s: %w", e, id, err)
 	}
 	return c, nil
 }
@@ -93,7 +167,9 @@ type ThroughputConfig struct {
 // and what was lost over the whole run.
 type ThroughputResult struct {
 	Mode         string  `json:"mode"`
-	Loop         string  `json:"loop"` // open | closed
+	Loop         string  `json:"loop"`                 // open | closed
+	Transport    string  `json:"transport"`            // tcp | websocket | tcp/websocket (senders/receivers)
+	CrossNode    bool    `json:"cross_node,omitempty"` // senders and receivers on different relays
 	Pairs        int     `json:"pairs"`
 	Size         int     `json:"payload_bytes"`
 	Seconds      float64 `json:"seconds"`
@@ -234,12 +310,12 @@ func Throughput(ctx context.Context, cfg ThroughputConfig) (*ThroughputResult, e
 	ps := make([]pair, cfg.Pairs)
 	for i := range ps {
 		to := fmt.Sprintf("bench-%s-r%d", id, i)
-		s, err := dial(ctx, cfg.Addr, fmt.Sprintf("bench-%s-s%d", id, i), nil)
+		s, err := dial(ctx, cfg.sendEnd(), fmt.Sprintf("bench-%s-s%d", id, i), nil, nil)
 		if err != nil {
 			return nil, err
 		}
 		clients = append(clients, s)
-		rcv, err := dial(ctx, cfg.Addr, to, &client.Options{MaxPayload: max(cfg.Size, 16)})
+		rcv, err := dial(ctx, cfg.recvEnd(), to, &client.Options{MaxPayload: max(cfg.Size, 16)}, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -354,7 +430,8 @@ func measure(ctx context.Context, cfg *ThroughputConfig, stats []pairStats, snd 
 	s1 := sent()
 	el := time.Since(start).Seconds()
 	res := &ThroughputResult{
-		Mode: mode, Loop: cfg.loop(), Pairs: cfg.Pairs, Size: cfg.Size, Seconds: el,
+		Mode: mode, Loop: cfg.loop(), Transport: cfg.transport(), CrossNode: cfg.crossNode(),
+		Pairs: cfg.Pairs, Size: cfg.Size, Seconds: el,
 		Frames: f1 - f0, InFlight: s1 - f1,
 		BenchCores: self.cores(), ServerCores: -1,
 	}

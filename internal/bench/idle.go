@@ -24,6 +24,7 @@ type IdleConfig struct {
 // IdleResult reports the server's memory per idle logged-in connection.
 type IdleResult struct {
 	Mode           string  `json:"mode"`
+	Transport      string  `json:"transport"`
 	Conns          int     `json:"conns"`
 	DialSeconds    float64 `json:"dial_seconds"`
 	ServerRSSStart int64   `json:"server_rss_start_bytes"`
@@ -110,7 +111,7 @@ func Idle(ctx context.Context, cfg IdleConfig) (*IdleResult, error) {
 	}
 	runtime.KeepAlive(clients)
 	return &IdleResult{
-		Mode: "idle", Conns: cfg.Conns, DialSeconds: dialed.Seconds(),
+		Mode: "idle", Transport: cfg.sendEnd().transport(), Conns: cfg.Conns, DialSeconds: dialed.Seconds(),
 		ServerRSSStart: before, ServerRSSEnd: after,
 		BytesPerConn: float64(after-before) / float64(cfg.Conns),
 	}, nil
@@ -119,16 +120,10 @@ func Idle(ctx context.Context, cfg IdleConfig) (*IdleResult, error) {
 // idleClient dials from src, logs in as id and proves the login by sending
 // itself a frame, so that the server has registered it before we count.
 func idleClient(ctx context.Context, cfg IdleConfig, id string, src *net.TCPAddr) (*client.Client, error) {
-	d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", cfg.Addr)
-	if err != nil {
-		return nil, err
-	}
-	c, err := client.New(conn, id, &client.Options{
+	c, err := dial(ctx, cfg.sendEnd(), id, &client.Options{
 		Heartbeat: cfg.Heartbeat, ReadBufferSize: 1024, WriteBufferSize: 64, MaxPayload: 64,
-	})
+	}, src)
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	if err := c.Send(id, []byte("here")); err != nil {

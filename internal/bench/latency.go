@@ -28,17 +28,19 @@ type LatencyConfig struct {
 // LatencyResult holds percentiles in microseconds: round trips for the
 // closed loop, one-way latency from the scheduled send time for the open loop.
 type LatencyResult struct {
-	Mode    string  `json:"mode"`
-	Loop    string  `json:"loop"` // closed | open
-	Pairs   int     `json:"pairs"`
-	Size    int     `json:"payload_bytes"`
-	Rate    float64 `json:"rate,omitempty"`
-	Samples int     `json:"samples"`
-	P50     float64 `json:"p50_us"`
-	P99     float64 `json:"p99_us"`
-	P999    float64 `json:"p999_us"`
-	Max     float64 `json:"max_us"`
-	Mean    float64 `json:"mean_us"`
+	Mode      string  `json:"mode"`
+	Loop      string  `json:"loop"` // closed | open
+	Transport string  `json:"transport"`
+	CrossNode bool    `json:"cross_node,omitempty"` // the echoing (or receiving) end on another relay
+	Pairs     int     `json:"pairs"`
+	Size      int     `json:"payload_bytes"`
+	Rate      float64 `json:"rate,omitempty"`
+	Samples   int     `json:"samples"`
+	P50       float64 `json:"p50_us"`
+	P99       float64 `json:"p99_us"`
+	P999      float64 `json:"p999_us"`
+	Max       float64 `json:"max_us"`
+	Mean      float64 `json:"mean_us"`
 }
 
 func isTimeout(err error) bool {
@@ -84,12 +86,12 @@ func Latency(ctx context.Context, cfg LatencyConfig) (*LatencyResult, error) {
 
 	for i := 0; i < cfg.Pairs; i++ {
 		aID, bID := fmt.Sprintf("bench-%s-a%d", id, i), fmt.Sprintf("bench-%s-b%d", id, i)
-		a, err := dial(ctx, cfg.Addr, aID, &client.Options{ReadBufferSize: 4 << 10, WriteBufferSize: 4 << 10})
+		a, err := dial(ctx, cfg.sendEnd(), aID, &client.Options{ReadBufferSize: 4 << 10, WriteBufferSize: 4 << 10}, nil)
 		if err != nil {
 			return nil, err
 		}
 		clients = append(clients, a)
-		b, err := dial(ctx, cfg.Addr, bID, &client.Options{ReadBufferSize: 4 << 10, WriteBufferSize: 4 << 10})
+		b, err := dial(ctx, cfg.recvEnd(), bID, &client.Options{ReadBufferSize: 4 << 10, WriteBufferSize: 4 << 10}, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -255,7 +257,7 @@ func Latency(ctx context.Context, cfg LatencyConfig) (*LatencyResult, error) {
 		sum += d
 	}
 	res := &LatencyResult{
-		Mode: "latency", Loop: "closed", Pairs: cfg.Pairs, Size: cfg.Size, Samples: len(all),
+		Mode: "latency", Loop: "closed", Transport: cfg.transport(), CrossNode: cfg.crossNode(), Pairs: cfg.Pairs, Size: cfg.Size, Samples: len(all),
 		P50: pct(0.50), P99: pct(0.99), P999: pct(0.999), Max: us(all[len(all)-1]),
 		Mean: us(sum / time.Duration(len(all))),
 	}
