@@ -39,6 +39,7 @@ send_queue = "128KiB"
 login_timeout = "30s"
 idle_timeout = "30s"
 write_timeout = "500ms"
+stall_timeout = "100ms"   # a receiver that never reads is stalled well before write_timeout
 
 [[listener]]
 name = "plain"
