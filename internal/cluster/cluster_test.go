@@ -250,18 +250,24 @@ func TestReceiverMovesMidStream(t *testing.T) {
 	login(t, b, "bob", onB)
 	remote(t, a, "bob")
 
-	const total = 20000
-	done := make(chan struct{})
+	// The sender goes on until frames reach C: however fast it is, the
+	// move must happen mid-stream.
+	const least = 20000
+	done := make(chan int)
 	go func() {
-		defer close(done)
 		w := registry.NewWaiter()
-		for i := 0; i < total; i++ {
+		i := 0
+		for ; i < least || onC.count() == 0; i++ {
+			if i > 50*least {
+				break // C never got one: the checks below say so
+			}
 			send(a, w, "bob", seqFrame(t, "bob", i))
 		}
+		done <- i
 	}()
 	waitFor(t, "some frames at B", func() bool { return onB.count() > 100 })
 	login(t, c, "bob", onC)
-	<-done
+	total := <-done
 	waitFor(t, "frames at C", func() bool { return onC.count() > 0 })
 	sb, sc := seqs(t, onB), seqs(t, onC)
 	if !increasing(sb) || !increasing(sc) {
