@@ -92,8 +92,13 @@ func (r *Result) Unexplained() int64 {
 }
 
 // OK reports whether the run found nothing wrong.
+//
+// A connection relayd closes while writing to it (a kick, at once, as rule 2
+// says) may end inside a frame: the client never gets that frame whole, and
+// relayd counts it as dropped (closed), so Torn is reported, not a failure;
+// Forwarded == Received checks that no torn frame was counted as forwarded.
 func (r *Result) OK() bool {
-	return r.Unexplained() == 0 && r.Corrupt == 0 && r.Reordered == 0 && r.Torn == 0 && r.Resets == 0 &&
+	return r.Unexplained() == 0 && r.Corrupt == 0 && r.Reordered == 0 && r.Resets == 0 &&
 		r.Accepted == r.Sent && r.Forwarded == r.Received
 }
 
