@@ -35,6 +35,11 @@ func (m *Meter) Done() bool { return m.total > 0 && m.pos == m.total }
 // reports the other violations (an empty ID, a payload over max_payload):
 // the frame's reader does.
 func (m *Meter) Feed(b []byte) (int, error) {
+	if m.pos == 0 && len(b) >= HeaderLen+1 {
+		if n, ok, err := m.whole(b); ok || err != nil {
+			return n, err
+		}
+	}
 	n := 0
 	for n < len(b) {
 		if m.total > 0 {
@@ -75,4 +80,44 @@ func (m *Meter) Feed(b []byte) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// whole is Feed's fast path for a frame whose header b holds from its
+// first byte: the length is read off the header at once instead of byte by
+// byte. ok is false when b does not hold the whole header (Feed then walks
+// it); an error is the one the walk would give, at the same count.
+func (m *Meter) whole(b []byte) (n int, ok bool, err error) {
+	for i := 0; i < 4; i++ {
+		if b[i] != Magic[i] {
+			m.pos = i
+			return i, false, BadMagic
+		}
+	}
+	if b[4] != Version {
+		m.pos = 4
+		return 4, false, BadVersion
+	}
+	cmd := b[5]
+	if cmd != CmdLogin && cmd != CmdTransfer {
+		m.pos = 5
+		return 5, false, BadCommand
+	}
+	var total, toOff, head int
+	var plen uint32
+	if cmd == CmdLogin {
+		total = HeaderLen + 1 + int(b[HeaderLen])
+	} else {
+		toOff = HeaderLen + 1 + int(b[HeaderLen])
+		if len(b) <= toOff {
+			return 0, false, nil
+		}
+		head = toOff + 1 + int(b[toOff]) + 4
+		if len(b) < head {
+			return 0, false, nil
+		}
+		plen = uint32(b[head-4])<<24 | uint32(b[head-3])<<16 | uint32(b[head-2])<<8 | uint32(b[head-1])
+		total = head + int(plen)
+	}
+	*m = Meter{pos: min(len(b), total), total: total, cmd: cmd, toOff: toOff, head: head, plen: plen}
+	return m.pos, true, nil
 }
