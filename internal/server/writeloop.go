@@ -84,6 +84,7 @@ func (c *conn) startWriter() {
 type batch struct {
 	items [maxIOV]queued
 	iov   [maxIOV]unix.Iovec
+	bufs  [maxIOV][]byte // for a transport's WriteBuffers
 }
 
 var batches = sync.Pool{New: func() any { return new(batch) }}
@@ -127,9 +128,12 @@ func (c *conn) writeBatch(bt *batch, n int) error {
 	done, off := 0, 0 // items wholly written; bytes of the next one written
 	for done < n && err == nil {
 		var w int
-		if c.direct {
+		switch bw, ok := c.nc.(buffersWriter); {
+		case c.direct:
 			w, err = c.writev(bt, done, n, off)
-		} else {
+		case ok && c.selfBlocked:
+			w, err = c.writeBuffers(bw, bt, done, n, off)
+		default:
 			w, err = c.writeChunk(bt.items[done].b.B[off:])
 		}
 		if w > 0 {
@@ -232,6 +236,39 @@ func (c *conn) writev(bt *batch, from, to, off int) (int, error) {
 		return n, errno
 	}
 	return n, nil
+}
+
+// buffersWriter is a transport that writes several buffers at once, with
+// writev (internal/wsconn).
+type buffersWriter interface {
+	WriteBuffers(bufs [][]byte) (int, error)
+}
+
+// maxBuffersWrite bounds one WriteBuffers call, so that queue space is
+// freed as a batch goes out.
+const maxBuffersWrite = 256 << 10
+
+// writeBuffers hands items[from:to] of bt (the first from off) to a
+// transport that reports itself when the socket is full, up to
+// maxBuffersWrite bytes in one call: a WebSocket batch then costs one
+// writev, not one per 16 KiB.
+func (c *conn) writeBuffers(bw buffersWriter, bt *batch, from, to, off int) (int, error) {
+	bufs := bt.bufs[:0]
+	size := 0
+	for i := from; i < to && (size == 0 || size < maxBuffersWrite); i++ {
+		b := bt.items[i].b.B
+		if i == from {
+			b = b[off:]
+		}
+		if room := maxBuffersWrite - size; size > 0 && len(b) > room {
+			b = b[:room]
+		}
+		bufs = append(bufs, b)
+		size += len(b)
+	}
+	n, err := bw.WriteBuffers(bufs)
+	clear(bt.bufs[:len(bufs)])
+	return n, err
 }
 
 // writeChunk writes up to writeChunk bytes of b through the connection's
