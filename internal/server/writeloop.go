@@ -4,11 +4,11 @@ import (
 	"encoding/binary"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/relayd/relayd/internal/sockio"
 
 	"github.com/relayd/relayd/internal/bufpool"
 	"github.com/relayd/relayd/internal/protocol"
@@ -208,35 +208,13 @@ func (c *conn) writev(bt *batch, from, to, off int) (int, error) {
 	if len(iov) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := c.sock.Write(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-			switch e {
-			case 0:
-				n = int(r)
-				return true
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				c.out.blocked(unsentOn(fd))
-				return false // wait until the socket takes data again
-			default:
-				errno = e
-				return true
-			}
-		}
-	})
+	n, err := sockio.Writev(c.sock, iov, c)
 	runtime.KeepAlive(bt)
-	if err != nil {
-		return n, err
-	}
-	if errno != 0 {
-		return n, errno
-	}
-	return n, nil
+	return n, err
 }
+
+// SocketFull implements sockio.Full: the socket refused bytes.
+func (c *conn) SocketFull(fd uintptr) { c.out.blocked(unsentOn(fd)) }
 
 // buffersWriter is a transport that writes several buffers at once, with
 // writev (internal/wsconn).

@@ -19,6 +19,8 @@ type batch struct {
 	mark    int  // start in buf of the bytes not yet in iov
 	copyAll bool // copy everything: the connection is not a socket that takes writev
 	iovecs  []iovec
+	blocked func(bool) // during writev: told when the socket is full and when it takes bytes again
+	waited  bool       // during writev: the socket was found full since it last took bytes
 }
 
 var batches sync.Pool

@@ -5,9 +5,10 @@ package wsconn
 import (
 	"runtime"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/relayd/relayd/internal/sockio"
 )
 
 // maxIOV is the most entries one writev takes (IOV_MAX).
@@ -27,54 +28,29 @@ func (b *batch) writev(rc syscall.RawConn, blocked func(bool)) error {
 		}
 	}
 	b.iovecs = iov
-	waited := false
+	b.blocked, b.waited = blocked, false
+	defer func() { b.blocked = nil }()
 	for len(iov) > 0 {
-		var n int
-		var errno syscall.Errno
-		err := rc.Write(func(fd uintptr) bool {
-			for {
-				r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(min(len(iov), maxIOV)))
-				switch e {
-				case 0:
-					n = int(r)
-					return true
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					if blocked != nil && !waited {
-						blocked(true)
-					}
-					waited = true
-					return false // the runtime waits until the socket takes data
-				default:
-					errno = e
-					return true
-				}
-			}
-		})
+		n, err := sockio.Writev(rc, iov[:min(len(iov), maxIOV)], b)
 		runtime.KeepAlive(b)
 		if err != nil {
 			return err
 		}
-		if errno != 0 {
-			return errno
-		}
-		if waited && blocked != nil {
+		if b.waited && blocked != nil {
 			blocked(false)
 		}
-		waited = false
-		for n > 0 {
-			if l := int(iov[0].Len); n >= l {
-				n -= l
-				iov = iov[1:]
-			} else {
-				iov[0].Base = (*byte)(unsafe.Add(unsafe.Pointer(iov[0].Base), n))
-				iov[0].SetLen(l - n)
-				n = 0
-			}
-		}
+		b.waited = false
+		iov = sockio.Advance(iov, n)
 	}
 	return nil
+}
+
+// SocketFull implements sockio.Full: tell the server once per wait.
+func (b *batch) SocketFull(uintptr) {
+	if b.blocked != nil && !b.waited {
+		b.blocked(true)
+	}
+	b.waited = true
 }
 
 const haveWritev = true
