@@ -29,7 +29,7 @@ type conn struct {
 	remote      netip.AddrPort                 // the client's address, for logs, limits and /clients
 	parks       bool                           // reads may time out harmlessly: idle connections park
 	pollable    func() (syscall.RawConn, bool) // non-nil: may park on epoll when it says so
-	direct      bool                           // the transport writes to sock unchanged: writev on it
+	writes      writeMode                      // how the write loop hands bytes to the transport; set once at attach
 	sock        syscall.RawConn                // the TCP socket under every transport; nil when not TCP
 	goodbye     func(Reason)                   // non-nil: tells the client why it is closed
 	selfBlocked bool                           // nc reports when the socket is full (Accepted.ReportBlocked)
@@ -89,7 +89,7 @@ func newConn(l *listener, raw net.Conn) *conn {
 // goroutine before the read loop starts.
 func (c *conn) attach(a *Accepted) {
 	c.nc, c.remote, c.parks, c.pollable, c.goodbye = a.Conn, a.Remote, a.Parks, a.Pollable, a.Goodbye
-	c.sock, c.direct = a.Socket, a.FD != nil
+	c.sock = a.Socket
 	if c.sock == nil {
 		c.sock = a.FD
 	}
@@ -102,6 +102,15 @@ func (c *conn) attach(a *Accepted) {
 			}
 		})
 		c.selfBlocked = true
+	}
+	_, buffers := a.Conn.(buffersWriter)
+	switch {
+	case a.FD != nil:
+		c.writes = writeDirect
+	case buffers && c.selfBlocked:
+		c.writes = writeBuffers
+	default:
+		c.writes = writeChunks
 	}
 	if a.TLS != nil && c.ln.st.Load().cfg.ClientIDFromCert {
 		c.idFromCert = true

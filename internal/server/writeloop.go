@@ -128,11 +128,11 @@ func (c *conn) writeBatch(bt *batch, n int) error {
 	done, off := 0, 0 // items wholly written; bytes of the next one written
 	for done < n && err == nil {
 		var w int
-		switch bw, ok := c.nc.(buffersWriter); {
-		case c.direct:
+		switch c.writes {
+		case writeDirect:
 			w, err = c.writev(bt, done, n, off)
-		case ok && c.selfBlocked:
-			w, err = c.writeBuffers(bw, bt, done, n, off)
+		case writeBuffers:
+			w, err = c.writeBuffers(bt, done, n, off)
 		default:
 			w, err = c.writeChunk(bt.items[done].b.B[off:])
 		}
@@ -216,6 +216,16 @@ func (c *conn) writev(bt *batch, from, to, off int) (int, error) {
 // SocketFull implements sockio.Full: the socket refused bytes.
 func (c *conn) SocketFull(fd uintptr) { c.out.blocked(unsentOn(fd)) }
 
+// writeMode is how a connection's write loop writes, fixed by its
+// transport.
+type writeMode uint8
+
+const (
+	writeChunks  writeMode = iota // through nc, writeChunk bytes at a time, progress seen per call
+	writeDirect                   // writev on the socket itself, progress seen per syscall
+	writeBuffers                  // nc.WriteBuffers, which reports a full socket itself
+)
+
 // buffersWriter is a transport that writes several buffers at once, with
 // writev (internal/wsconn).
 type buffersWriter interface {
@@ -230,7 +240,7 @@ const maxBuffersWrite = 256 << 10
 // transport that reports itself when the socket is full, up to
 // maxBuffersWrite bytes in one call: a WebSocket batch then costs one
 // writev, not one per 16 KiB.
-func (c *conn) writeBuffers(bw buffersWriter, bt *batch, from, to, off int) (int, error) {
+func (c *conn) writeBuffers(bt *batch, from, to, off int) (int, error) {
 	bufs := bt.bufs[:0]
 	size := 0
 	for i := from; i < to && (size == 0 || size < maxBuffersWrite); i++ {
@@ -244,7 +254,7 @@ func (c *conn) writeBuffers(bw buffersWriter, bt *batch, from, to, off int) (int
 		bufs = append(bufs, b)
 		size += len(b)
 	}
-	n, err := bw.WriteBuffers(bufs)
+	n, err := c.nc.(buffersWriter).WriteBuffers(bufs)
 	clear(bt.bufs[:len(bufs)])
 	return n, err
 }
