@@ -19,7 +19,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/relayd/relayd/client"
+	"github.com/relayd/relayd/internal/buildinfo"
 )
 
 // maxLine bounds one line of stdin: the server's default max_payload.
@@ -73,7 +73,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintf(stdout, "relayd-client %s (commit %s)\n", version, commit())
+		fmt.Fprintf(stdout, "relayd-client %s (commit %s)\n", version, buildinfo.Commit())
 		return 0
 	}
 	switch {
@@ -247,28 +247,3 @@ func appendEscaped(dst, b []byte) []byte {
 }
 
 // commit is the VCS revision the binary was built from, as relayd reports it.
-func commit() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	rev, dirty := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		return "unknown"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if dirty {
-		rev += "-dirty"
-	}
-	return rev
-}

@@ -14,11 +14,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strconv"
 
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/auth"
+	"github.com/relayd/relayd/internal/buildinfo"
 	"github.com/relayd/relayd/internal/daemon"
 	"github.com/relayd/relayd/internal/metrics"
 )
@@ -69,7 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, err.Error())
 	}
 	if *showVersion {
-		fmt.Fprintf(stdout, "relayd %s (commit %s)\n", version, commit())
+		fmt.Fprintf(stdout, "relayd %s (commit %s)\n", version, buildinfo.Commit())
 		return 0
 	}
 
@@ -144,29 +144,4 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 func usageError(stderr io.Writer, msg string) int {
 	fmt.Fprintf(stderr, "relayd: %s (relayd -h for usage)\n", msg)
 	return 2
-}
-
-// commit is the VCS revision the binary was built from.
-func commit() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		rev, dirty := "", false
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-		if rev != "" {
-			if len(rev) > 12 {
-				rev = rev[:12]
-			}
-			if dirty {
-				rev += "-dirty"
-			}
-			return rev
-		}
-	}
-	return "unknown"
 }
