@@ -22,11 +22,11 @@ type link struct {
 	stop       chan struct{} // closed when the node is dropped
 
 	mu      sync.Mutex
-	frames  []byte             // data records waiting, guarded by mu
-	credits []byte             // credit entries waiting, guarded by mu
-	sending int                // bytes of records being published now, guarded by mu
-	waiters []*registry.Waiter // senders waiting for room or credit, guarded by mu
-	closed  bool               // guarded by mu
+	frames  []byte           // data records waiting, guarded by mu
+	credits []byte           // credit entries waiting, guarded by mu
+	sending int              // bytes of records being published now, guarded by mu
+	waiters registry.Waiters // senders waiting for room or credit, guarded by mu
+	closed  bool             // guarded by mu
 
 	// Owned by the link's goroutine.
 	spareFrames, spareCredits []byte
@@ -53,26 +53,10 @@ func (l *link) wake() {
 
 // addWaiter registers w to be signalled when room or credit may have come.
 // Called with mu held.
-func (l *link) addWaiter(w *registry.Waiter) {
-	if len(l.waiters) <= 16 {
-		for _, x := range l.waiters {
-			if x == w {
-				return
-			}
-		}
-	}
-	l.waiters = append(l.waiters, w)
-}
+func (l *link) addWaiter(w *registry.Waiter) { l.waiters.Add(w) }
 
-// signalWaiters wakes every waiting sender; those that still find no room
-// wait again. Called with mu held.
-func (l *link) signalWaiters() {
-	for i, w := range l.waiters {
-		w.Signal()
-		l.waiters[i] = nil
-	}
-	l.waiters = l.waiters[:0]
-}
+// signalWaiters wakes every waiting sender. Called with mu held.
+func (l *link) signalWaiters() { l.waiters.Signal() }
 
 // wakeWaiters is signalWaiters for callers not holding mu.
 func (l *link) wakeWaiters() {

@@ -68,6 +68,36 @@ func (w *Waiter) Signal() {
 	}
 }
 
+// Waiters are the senders waiting for room at one peer. The peer guards
+// the list with its own lock.
+type Waiters struct{ ws []*Waiter }
+
+// Add registers w to be signalled. A sender already listed is not added
+// again while the list is short; a long one may hold it twice, which only
+// costs a spare signal. A sender that stopped waiting stays listed until
+// the next Signal, which then wakes it early once, harmlessly: it offers
+// its frame again.
+func (l *Waiters) Add(w *Waiter) {
+	if len(l.ws) <= 16 {
+		for _, x := range l.ws {
+			if x == w {
+				return
+			}
+		}
+	}
+	l.ws = append(l.ws, w)
+}
+
+// Signal wakes every listed sender and empties the list; those that still
+// find no room wait again.
+func (l *Waiters) Signal() {
+	for i, w := range l.ws {
+		w.Signal()
+		l.ws[i] = nil
+	}
+	l.ws = l.ws[:0]
+}
+
 // A Peer is a logged-in client that frames can be offered to: a local
 // connection, or a client on another node.
 type Peer interface {

@@ -42,13 +42,13 @@ const (
 // An idle connection holds no writer and no buffer.
 type sendQueue struct {
 	mu      sync.Mutex
-	items   []queued           // guarded by mu; frames waiting for the writer, in order
-	queued  int                // guarded by mu; bytes in items plus bytes the writer has yet to write
-	waiters []*registry.Waiter // guarded by mu; senders to signal when room is freed or the queue closes
-	closed  bool               // guarded by mu; no frame is accepted once set
-	reason  Drop               // guarded by mu; what frames still queued at close count as
-	writing bool               // guarded by mu; a write goroutine is running
-	hint    int                // guarded by mu; how much the writer took last, to size the next buffer
+	items   []queued         // guarded by mu; frames waiting for the writer, in order
+	queued  int              // guarded by mu; bytes in items plus bytes the writer has yet to write
+	waiters registry.Waiters // guarded by mu; senders to signal when room is freed or the queue closes
+	closed  bool             // guarded by mu; no frame is accepted once set
+	reason  Drop             // guarded by mu; what frames still queued at close count as
+	writing bool             // guarded by mu; a write goroutine is running
+	hint    int              // guarded by mu; how much the writer took last, to size the next buffer
 
 	writeArmed int64 // owned by the writer; when the write deadline was last moved (unix nanoseconds)
 
@@ -167,29 +167,8 @@ func (q *sendQueue) admit(n int, o *offer) registry.Result {
 		return registry.QueueFull
 	}
 	o.waiter.Max = left
-	q.addWaiter(o.waiter)
+	q.waiters.Add(o.waiter)
 	return registry.Wait
-}
-
-// addWaiter registers w once. A sender that stopped waiting stays listed
-// until the next signal, which then wakes it early once, harmlessly: it
-// just offers its frame again (or sleeps on, for rate_limit).
-func (q *sendQueue) addWaiter(w *registry.Waiter) {
-	for _, x := range q.waiters {
-		if x == w {
-			return
-		}
-	}
-	q.waiters = append(q.waiters, w)
-}
-
-// signalLocked wakes every waiting sender.
-func (q *sendQueue) signalLocked() {
-	for i, w := range q.waiters {
-		w.Signal()
-		q.waiters[i] = nil
-	}
-	q.waiters = q.waiters[:0]
 }
 
 func (q *sendQueue) start(o *offer) {
@@ -210,7 +189,7 @@ func (q *sendQueue) take(dst []queued, stop bool) int {
 	if len(q.items) == 0 {
 		if stop {
 			q.writing = false
-			q.signalLocked() // a flush at shutdown waits for this
+			q.waiters.Signal() // a flush at shutdown waits for this
 		}
 		return 0
 	}
@@ -232,7 +211,7 @@ func (q *sendQueue) written(n int) {
 	q.blockedAt.Store(0)
 	q.mu.Lock()
 	q.queued -= n
-	q.signalLocked()
+	q.waiters.Signal()
 	q.mu.Unlock()
 }
 
@@ -280,7 +259,7 @@ func (q *sendQueue) awaitEmpty(w *registry.Waiter) bool {
 	if q.queued == 0 && !q.writing || q.closed {
 		return true
 	}
-	q.addWaiter(w)
+	q.waiters.Add(w)
 	return false
 }
 
@@ -304,7 +283,7 @@ func (q *sendQueue) close(reason Drop, counts *frameCounts) {
 	}
 	q.items = q.items[:0]
 	counts.lose(reason, frames)
-	q.signalLocked()
+	q.waiters.Signal()
 }
 
 // dropReason is what frames the writer could not write count as.
