@@ -273,35 +273,25 @@ func TestCountersAddUpAfterAKickStorm(t *testing.T) {
 	t.Logf("sent %d: forwarded %d, dropped %v", n, st.Frames.Forwarded, st.Frames.Dropped)
 }
 
-// Shutdown stops reading, writes out what is queued, then closes: a
-// receiver that keeps reading gets every frame relayd accepted, and none is
-// counted as dropped at shutdown.
-func TestShutdownDeliversWhatIsQueued(t *testing.T) {
+// queuedForShutdown starts a server that the test shuts down itself, logs
+// in a sender and a receiver that does not read yet, and has 100 frames of
+// 64 KiB (6.4 MiB, within send_queue) accepted for the receiver.
+func queuedForShutdown(t *testing.T) (*Server, net.Conn) {
+	t.Helper()
 	const size = 64 << 10
-	cfg := testConfig(func(l *config.Limits) {
+	s := New(testLogger(), nil)
+	if err := s.Apply(testConfig(func(l *config.Limits) {
 		l.MaxPayload = size
 		l.SendQueue = 8 << 20
-	})
-	s := New(testLogger(), nil)
-	if err := s.Apply(cfg); err != nil {
+	})); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) }) // after a failure; a no-op otherwise
 	addr := s.Addrs()["plain"].String()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	snd, err := client.Dial(ctx, addr, "snd", &client.Options{Heartbeat: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer snd.Close()
-	rcvConn := dialRaw(t, addr)
-	mustWrite(t, rcvConn, loginFrame("rcv"))
-	waitOnline(t, s, "rcv")
-	_ = rcvConn.(*net.TCPConn).SetReadBuffer(64 << 10)
-
-	// Fill the receiver's queue while it does not read.
-	const frames = 100 // 6.4 MiB: within send_queue
-	for i := range uint64(frames) {
+	snd := dialClient(t, s, addr, "snd")
+	rcv := loginRaw(t, s, addr, "rcv")
+	_ = rcv.(*net.TCPConn).SetReadBuffer(64 << 10)
+	for i := range uint64(100) {
 		if err := snd.Queue("rcv", checkedPayload(i, size)); err != nil {
 			t.Fatal(err)
 		}
@@ -309,8 +299,15 @@ func TestShutdownDeliversWhatIsQueued(t *testing.T) {
 	if err := snd.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the frames to be queued", func() bool { return s.Stats().Frames.Received == frames })
+	eventually(t, "the frames to be queued", func() bool { return s.Stats().Frames.Received == 100 })
+	return s, rcv
+}
 
+// Shutdown stops reading, writes out what is queued, then closes: a
+// receiver that keeps reading gets every frame relayd accepted, and none is
+// counted as dropped at shutdown.
+func TestShutdownDeliversWhatIsQueued(t *testing.T) {
+	s, rcv := queuedForShutdown(t)
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -319,13 +316,13 @@ func TestShutdownDeliversWhatIsQueued(t *testing.T) {
 	}()
 	// The receiver starts reading only now.
 	var n uint64
-	_ = rcvConn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = rcv.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
-		f, err := readFrameErr(rcvConn)
+		f, err := readFrameErr(rcv)
 		if err != nil {
 			break
 		}
-		if err := verifyPayload(f[len(f)-size:], n); err != nil {
+		if err := verifyPayload(f[len(f)-64<<10:], n); err != nil {
 			t.Fatal(err)
 		}
 		n++
@@ -334,8 +331,8 @@ func TestShutdownDeliversWhatIsQueued(t *testing.T) {
 		t.Fatalf("shutdown: %v", err)
 	}
 	st := s.Stats()
-	if n != frames || st.Frames.Forwarded != frames || st.Frames.Dropped[DropShutdown] != 0 {
-		t.Fatalf("received %d of %d frames; forwarded %d, dropped at shutdown %d", n, frames, st.Frames.Forwarded, st.Frames.Dropped[DropShutdown])
+	if n != 100 || st.Frames.Forwarded != 100 || st.Frames.Dropped[DropShutdown] != 0 {
+		t.Fatalf("received %d of 100 frames; forwarded %d, dropped at shutdown %d", n, st.Frames.Forwarded, st.Frames.Dropped[DropShutdown])
 	}
 	if disconnects(s, ReasonShutdown) < 1 {
 		t.Fatal("the receiver's disconnect was not counted as shutdown")
@@ -345,26 +342,7 @@ func TestShutdownDeliversWhatIsQueued(t *testing.T) {
 // Shutdown's deadline bounds the flush: frames still queued for a receiver
 // that never reads are dropped and counted as shutdown.
 func TestShutdownCountsWhatItCouldNotDeliver(t *testing.T) {
-	const size = 64 << 10
-	cfg := testConfig(func(l *config.Limits) {
-		l.MaxPayload = size
-		l.SendQueue = 8 << 20
-	})
-	s := New(testLogger(), nil)
-	if err := s.Apply(cfg); err != nil {
-		t.Fatal(err)
-	}
-	addr := s.Addrs()["plain"].String()
-	snd := dialClient(t, s, addr, "snd")
-	rcv := loginRaw(t, s, addr, "rcv")
-	_ = rcv.(*net.TCPConn).SetReadBuffer(16 << 10)
-	for i := range uint64(100) {
-		if err := snd.Queue("rcv", checkedPayload(i, size)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_ = snd.Flush()
-	eventually(t, "the frames to be queued", func() bool { return s.Stats().Frames.Received == 100 })
+	s, _ := queuedForShutdown(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if err := s.Shutdown(ctx); err == nil {
