@@ -45,6 +45,10 @@ type Options struct {
 	// Window is how many bytes of frames one node sends one remote
 	// receiver before the receiver's node credits them back; 0: 1 MiB.
 	Window int
+	// NodeWindow is how many bytes of frames one node sends another, to
+	// all its receivers together, before that node credits them back; it
+	// must stay below the NATS server's max_pending. 0: 8 MiB.
+	NodeWindow int
 	// OutboundBuffer bounds the frames waiting to be published to one
 	// node; 0: 16 MiB.
 	OutboundBuffer int
@@ -80,7 +84,8 @@ type Cluster struct {
 	instance   string // random per process; names this node's subjects
 	prefix     string // relayd.<name>.
 	dir        *directory
-	window     int64
+	window     int64 // per remote receiver
+	nodeWindow int64 // per remote node
 	outMax     int
 	maxFrame   int
 	pendingMax int
@@ -175,6 +180,9 @@ func New(opt Options, local *registry.Local) (*Cluster, error) {
 	if opt.Window == 0 {
 		opt.Window = 1 << 20
 	}
+	if opt.NodeWindow == 0 {
+		opt.NodeWindow = 8 << 20
+	}
 	if opt.OutboundBuffer == 0 {
 		opt.OutboundBuffer = 16 << 20
 	}
@@ -187,6 +195,7 @@ func New(opt Options, local *registry.Local) (*Cluster, error) {
 		instance:   newInstance(),
 		prefix:     "relayd." + opt.Name + ".",
 		window:     int64(opt.Window),
+		nodeWindow: int64(opt.NodeWindow),
 		outMax:     opt.OutboundBuffer,
 		maxFrame:   opt.MaxFrame,
 		pendingMax: 4*opt.Window + opt.MaxFrame,
@@ -488,7 +497,8 @@ func (c *Cluster) onDisconnect(_ *nats.Conn, err error) {
 func (c *Cluster) onReconnect(nc *nats.Conn) {
 	c.maxMsg.Store(min(nc.MaxPayload(), maxMessage))
 	// Frames and credits in flight when the connection broke are lost.
-	c.dir.forEachRemote(func(p *remotePeer) { p.inflight.Store(0) })
+	c.dir.forEachRemote(func(p *remotePeer) { p.win.reset() })
+	c.forEachLink(func(l *link) { l.win.reset() })
 	c.connected.Store(true)
 	c.dir.resyncAll()
 	c.log.Info("NATS is back; resyncing the directory", "nats", nc.ConnectedUrlRedacted())

@@ -73,11 +73,10 @@ type remotePeer struct {
 	id    string
 	clock uint64
 
-	inflight   atomic.Int64 // bytes of frames sent to it and not yet credited back
-	lastCredit atomic.Int64 // unix nanoseconds of the last credit, or of the first frame into an empty window
-	next       *remotePeer  // guarded by the shard's mu: an older login of the ID on another node
-	gone       atomic.Bool  // not where frames for the ID go (now): a newer login, a logout, or its node dropped
-	epoch      uint32       // guarded by directory.mu: the snapshot of its node that last named it
+	win   window      // frames sent to it and not yet credited back
+	next  *remotePeer // guarded by the shard's mu: an older login of the ID on another node
+	gone  atomic.Bool // not where frames for the ID go (now): a newer login, a logout, or its node dropped
+	epoch uint32      // guarded by directory.mu: the snapshot of its node that last named it
 }
 
 func (p *remotePeer) gen() gen { return gen{p.clock, p.node} }

@@ -173,6 +173,7 @@ func (c *Cluster) onCredit(m *nats.Msg) {
 		return
 	}
 	now := time.Now().UnixNano()
+	var total int64
 	for b := m.Data; len(b) > 0; {
 		id, cr, rest, err := nextCredit(b)
 		if err != nil {
@@ -180,15 +181,14 @@ func (c *Cluster) onCredit(m *nats.Msg) {
 			break
 		}
 		b = rest
+		total += cr
 		if p, ok := c.dir.lookupRemote(id); ok && p.node == n {
-			if v := p.inflight.Add(-cr); v < 0 {
-				p.inflight.CompareAndSwap(v, 0) // credit for an earlier login of the ID there
-			}
-			p.lastCredit.Store(now)
+			p.win.credit(cr, now) // also credit for an earlier login of the ID there
 		}
 	}
-	if n.link != nil {
-		n.link.wakeWaiters()
+	if l := n.link; l != nil {
+		l.win.credit(total, now)
+		l.wakeWaiters()
 	}
 }
 

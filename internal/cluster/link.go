@@ -25,6 +25,7 @@ type link struct {
 	frames  []byte           // data records waiting, guarded by mu
 	credits []byte           // credit entries waiting, guarded by mu
 	sending int              // bytes of records being published now, guarded by mu
+	win     window           // frames sent to the node and not yet credited back
 	waiters registry.Waiters // senders waiting for room or credit, guarded by mu
 	closed  bool             // guarded by mu
 
@@ -78,10 +79,10 @@ func (l *link) close() {
 }
 
 // Deliver implements registry.Peer. It copies frame into the link's buffer
-// for the receiver's node, unless the receiver's window is full (frames
-// sent to it that its node has not credited back yet) or the link's buffer
-// is: then a sender that can wait gets Wait, and is signalled when credit
-// or room comes.
+// for the receiver's node, unless a window is full (the receiver's, or the
+// node's: frames sent that its node has not credited back yet) or the
+// link's buffer is: then a sender that can wait gets Wait, and is signalled
+// when credit or room comes.
 func (p *remotePeer) Deliver(frame []byte, w *registry.Waiter) registry.Result {
 	if p.gone.Load() {
 		return registry.Gone
@@ -92,51 +93,63 @@ func (p *remotePeer) Deliver(frame []byte, w *registry.Waiter) registry.Result {
 		return registry.Down
 	}
 	n := int64(len(frame))
-	if in := p.inflight.Load(); in > 0 && in+n > c.window {
-		if time.Now().UnixNano()-p.lastCredit.Load() > int64(c.opt.NodeTimeout) {
-			// No credit for node_timeout from a node that is alive: the
-			// credits were lost (a NATS slow consumer, a reconnect). Start
-			// the window over rather than pace this receiver to a stop.
-			p.inflight.Store(0)
-			c.creditResets.Add(1)
-		} else {
-			if w == nil {
-				return registry.QueueFull
-			}
-			l.mu.Lock()
-			l.addWaiter(w)
-			l.mu.Unlock()
-			// Credit that came between the check and the registration
-			// signalled no one: look again.
-			if in := p.inflight.Load(); in > 0 && in+n > c.window {
-				w.Max = c.waitMax
-				return registry.Wait
-			}
+	if !p.take(n) {
+		if w == nil {
+			return registry.QueueFull
+		}
+		l.mu.Lock()
+		l.addWaiter(w)
+		l.mu.Unlock()
+		// Credit that came between the check and the registration
+		// signalled no one: look again.
+		if !p.take(n) {
+			w.Max = c.waitMax
+			return registry.Wait
 		}
 	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
+		p.give(n)
 		return registry.Gone
 	}
 	if q := len(l.frames) + l.sending; q > 0 && q+recHeader+len(frame) > c.outMax {
-		if w == nil {
-			l.mu.Unlock()
-			return registry.QueueFull
+		var r registry.Result = registry.QueueFull
+		if w != nil {
+			l.addWaiter(w)
+			w.Max = c.waitMax
+			r = registry.Wait
 		}
-		l.addWaiter(w)
 		l.mu.Unlock()
-		w.Max = c.waitMax
-		return registry.Wait
+		p.give(n)
+		return r
 	}
 	l.frames = appendRecordHeader(l.frames, kindFrame, len(frame))
 	l.frames = append(l.frames, frame...)
 	l.mu.Unlock()
-	if p.inflight.Add(n) == n {
-		p.lastCredit.Store(time.Now().UnixNano())
-	}
 	l.wake()
 	return registry.Sent
+}
+
+// take counts n bytes in flight to the receiver and to its node, unless
+// either window is full.
+func (p *remotePeer) take(n int64) bool {
+	l := p.node.link
+	c := l.c
+	if !l.win.take(n, c.nodeWindow, c.opt.NodeTimeout, &c.creditResets) {
+		return false
+	}
+	if !p.win.take(n, c.window, c.opt.NodeTimeout, &c.creditResets) {
+		l.win.give(n)
+		return false
+	}
+	return true
+}
+
+// give takes back what take counted, for a frame not sent after all.
+func (p *remotePeer) give(n int64) {
+	p.node.link.win.give(n)
+	p.win.give(n)
 }
 
 // Kick implements registry.Peer. A remote client is kicked by its own node,
@@ -219,7 +232,7 @@ func (l *link) publishFrames(b []byte, max int) {
 	start, frames := 0, uint64(0)
 	flush := func(end int) {
 		if end > start {
-			l.publish(l.dataSubj, b[start:end], frames)
+			l.publish(l.dataSubj, b[start:end], frames, int64(end-start)-int64(frames)*recHeader)
 		}
 		start, frames = end, 0
 	}
@@ -243,7 +256,7 @@ func (l *link) publishFrames(b []byte, max int) {
 
 // publishLarge publishes one frame in parts that each fit a message.
 func (l *link) publishLarge(frame []byte, max int) {
-	first := true
+	size, first := int64(len(frame)), true
 	for len(frame) > 0 {
 		m := reuse(l.scratch)
 		var part int
@@ -262,10 +275,11 @@ func (l *link) publishLarge(frame []byte, max int) {
 			counts = 1
 		}
 		l.scratch = m
-		if !l.publish(l.dataSubj, m, counts) {
+		if !l.publish(l.dataSubj, m, counts, 0) {
 			if len(frame) > 0 {
 				l.c.dropDown.Add(1)
 			}
+			l.win.credit(size, time.Now().UnixNano())
 			return
 		}
 		first = false
@@ -273,10 +287,12 @@ func (l *link) publishLarge(frame []byte, max int) {
 }
 
 // publish sends one message; frames is how many frames it completes, for
-// the counters.
-func (l *link) publish(subj string, m []byte, frames uint64) bool {
+// the counters, and size their bytes, given back to the node's window when
+// the message is lost here.
+func (l *link) publish(subj string, m []byte, frames uint64, size int64) bool {
 	if err := l.c.nc.Publish(subj, m); err != nil {
 		l.c.dropDown.Add(frames)
+		l.win.credit(size, time.Now().UnixNano())
 		return false
 	}
 	l.c.framesSent.Add(frames)

@@ -1,0 +1,184 @@
+package cluster
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/relayd/relayd/internal/registry"
+)
+
+// A receiving node that reads NATS slowly (short of CPU) leaves frames
+// in the NATS server's outbound buffer for it, which the server bounds by
+// max_pending and enforces by disconnecting it as a slow consumer, losing
+// everything in flight. The windows of 16 receivers (16 MiB) pass that;
+// the node's window keeps all of them below it.
+func TestNodeWindowBelowMaxPending(t *testing.T) {
+	o := natsOpts(0)
+	o.MaxPending = 2 << 20
+	s := startNATS(t, o)
+	px := newPausingProxy(t, s.Addr().String())
+	slowNATS := func(o *Options) { o.NodeTimeout = 5e9 }
+	a := newNode(t, "nodeA", []string{natsURL(s)}, slowNATS, func(o *Options) { o.NodeWindow = 1 << 20 })
+	b := newNode(t, "nodeB", []string{"nats://" + px.addr()}, slowNATS)
+	waitFor(t, "the nodes to see each other", func() bool { return a.Stats().Nodes == 2 && b.Stats().Nodes == 2 })
+
+	const receivers, frames, size = 16, 100, 16 << 10 // 1.6 MiB to each receiver
+	peers := make([]*fakePeer, receivers)
+	for i := range peers {
+		peers[i] = newPeer(fmt.Sprint("r", i))
+		login(t, b, peers[i].name, peers[i])
+		remote(t, a, peers[i].name)
+	}
+
+	px.pause() // node B stops reading NATS
+	var senders sync.WaitGroup
+	var waiting atomic.Int32
+	for i := range peers {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			w := registry.NewWaiter()
+			f := frame(t, "alice", peers[i].name, make([]byte, size))
+			p, _ := a.Lookup([]byte(peers[i].name))
+			for sent := 0; sent < frames; {
+				switch r := p.Deliver(f, w); r {
+				case registry.Sent:
+					sent++
+				case registry.Wait:
+					waiting.Add(1)
+					select {
+					case <-w.C:
+					case <-time.After(w.Max):
+					}
+					waiting.Add(-1)
+				default:
+					t.Errorf("send to %s: %v", peers[i].name, r)
+					return
+				}
+			}
+		}()
+	}
+	// No credit comes while node B reads nothing: every sender ends up
+	// waiting, with as much in flight as node A lets go.
+	waitFor(t, "every sender to wait", func() bool { return waiting.Load() == receivers })
+	var l *link
+	a.forEachLink(func(x *link) { l = x })
+	if got := l.win.inflight.Load(); got > 1<<20+size {
+		t.Fatalf("%d bytes in flight to node B, window 1 MiB", got)
+	}
+	px.resume()
+	senders.Wait()
+	waitFor(t, "every frame at node B", func() bool {
+		for _, p := range peers {
+			if p.count() != frames {
+				return false
+			}
+		}
+		return true
+	})
+	if n := s.NumSlowConsumers(); n != 0 {
+		t.Fatalf("NATS counted %d slow consumers", n)
+	}
+	if st := b.Stats(); st.DroppedQueueFull+st.DroppedOffline+st.DroppedClosed+st.DroppedMalformed+st.CreditResets != 0 {
+		t.Fatalf("node B: %+v", st)
+	}
+}
+
+// pausingProxy forwards TCP connections to a NATS server; while paused it
+// stops forwarding what the server sends, as a node short of CPU would
+// stop reading it.
+type pausingProxy struct {
+	ln     net.Listener
+	target string
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	paused bool
+	closed bool
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func newPausingProxy(t *testing.T, target string) *pausingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pausingProxy{ln: ln, target: target}
+	p.cond = sync.NewCond(&p.mu)
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *pausingProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *pausingProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go func() { defer p.wg.Done(); _, _ = io.Copy(up, c); up.Close() }()
+		go func() { defer p.wg.Done(); p.down(c, up); c.Close() }()
+	}
+}
+
+// down copies from the server to the client, holding back while paused.
+func (p *pausingProxy) down(c, up net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		p.mu.Lock()
+		for p.paused && !p.closed {
+			p.cond.Wait()
+		}
+		p.mu.Unlock()
+		n, err := up.Read(buf)
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *pausingProxy) pause() { p.mu.Lock(); p.paused = true; p.mu.Unlock() }
+
+func (p *pausingProxy) resume() {
+	p.mu.Lock()
+	p.paused = false
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *pausingProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	p.closed = true
+	p.cond.Broadcast()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
