@@ -134,13 +134,17 @@ stop_server() {
 # The cluster: nats-server and both nodes on the server's core, as one
 # relayd is in the other cells, so the load generator keeps its own core.
 cluster_pids=""
+cluster_nats_pid=""
+node_a_pid=""
 node_b_pid=""
 start_cluster() {
     taskset -c "$SERVER_CPU" bin/nats-server -c "$work/nats-cluster.conf" 2>>"$work/nats-cluster.log" &
     cluster_pids=$!
+    cluster_nats_pid=$!
     wait_port "$CLUSTER_NATS_PORT"
     taskset -c "$SERVER_CPU" bin/relayd -c "$work/node-a.toml" 2>>"$work/node-a.log" &
-    cluster_pids="$cluster_pids $!"
+    node_a_pid=$!
+    cluster_pids="$cluster_pids $node_a_pid"
     taskset -c "$SERVER_CPU" bin/relayd -c "$work/node-b.toml" 2>>"$work/node-b.log" &
     node_b_pid=$!
     cluster_pids="$cluster_pids $node_b_pid"
@@ -205,6 +209,7 @@ stop_cluster
 echo "cluster: senders on node A, receivers on node B, 1 KiB x 64 pairs" >&2
 start_cluster
 record cluster-cross "$(bench bin/relayd-bench throughput --addr "$node_a" --recv-addr "$node_b" \
+    --cpu-pid "node-a=$node_a_pid" --cpu-pid "nats=$cluster_nats_pid" --cpu-pid "node-b=$node_b_pid" \
     --pairs 64 --size 1024 $loop $common --json)"
 stop_cluster
 

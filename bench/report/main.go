@@ -39,11 +39,13 @@ type result struct {
 	Commit       string  `json:"commit"`
 	ServerCores  float64 `json:"server_cpu_cores"`
 	BenchCores   float64 `json:"bench_cpu_cores"`
-	P50          float64 `json:"p50_us"`
-	P99          float64 `json:"p99_us"`
-	P999         float64 `json:"p999_us"`
-	BytesPerConn float64 `json:"server_rss_bytes_per_conn"`
-	Conns        int     `json:"conns"`
+	// ProcessCores: the cluster cell's nodes and NATS server, by name.
+	ProcessCores map[string]float64 `json:"process_cpu_cores"`
+	P50          float64            `json:"p50_us"`
+	P99          float64            `json:"p99_us"`
+	P999         float64            `json:"p999_us"`
+	BytesPerConn float64            `json:"server_rss_bytes_per_conn"`
+	Conns        int                `json:"conns"`
 }
 
 type line struct {
@@ -211,6 +213,9 @@ func (rs *results) clusterTable(b *strings.Builder) {
 			size(wideCell.size), wideCell.pairs, num(cross.FramesPerSec), num(single.FramesPerSec), ratio(cross.FramesPerSec, single.FramesPerSec),
 			crossTputTarget, met(cross.FramesPerSec >= crossTputTarget*single.FramesPerSec && cross.Drops == 0 && cross.Sent > 0), lost(cross))
 	}
+	if line := cpuPerFrame(cross, single); line != "" {
+		fmt.Fprintln(b, line)
+	}
 	if rl := rs.latency["relayd"]; len(crl) > 0 && len(rl) > 0 {
 		c, r := medians(crl), medians(rl)
 		fmt.Fprintf(b, "| cross-node 64 B round trip p50, median of %d rounds (%s) | %.0f µs | %.0f µs | %s | ≤ %.0f× | %s | |\n",
@@ -226,6 +231,35 @@ func (rs *results) clusterTable(b *strings.Builder) {
 		fmt.Fprintf(b, "| node B's RSS per client logged in on node A (%d clients) | %.0f B | | | ≤ %d B at 100,000 | %s | |\n",
 			dir.Conns, dir.BytesPerConn, directoryBytesTarget, met(dir.BytesPerConn <= directoryBytesTarget))
 	}
+}
+
+// cpuPerFrame says what one cross-node frame cost each process of the
+// cluster (the server core's time, in µs) against what a frame cost the
+// single node: the nodes and the NATS server share that core, so the
+// cross-node rate can be at most the single node's over their sum.
+func cpuPerFrame(cross, single result) string {
+	if cross.FramesPerSec == 0 || single.FramesPerSec == 0 || single.ServerCores <= 0 || len(cross.ProcessCores) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(cross.ProcessCores))
+	for name := range cross.ProcessCores {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var parts []string
+	var sum float64
+	for _, name := range names {
+		c := cross.ProcessCores[name]
+		if c < 0 {
+			return ""
+		}
+		us := c * 1e6 / cross.FramesPerSec
+		sum += us
+		parts = append(parts, fmt.Sprintf("%s %.2f", name, us))
+	}
+	one := single.ServerCores * 1e6 / single.FramesPerSec
+	return fmt.Sprintf("| cross-node CPU per frame on the server core, µs (%s) | %.2f | %.2f | %s | | | |",
+		strings.Join(parts, ", "), sum, one, ratio(sum, one))
 }
 
 func met(ok bool) string {

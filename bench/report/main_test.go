@@ -1,6 +1,7 @@
 package main
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -16,7 +17,7 @@ func TestMedians(t *testing.T) {
 		{[]result{r(300, 10, 5), r(100, 30, 7), r(200, 20, 6)}, r(200, 20, 6)},               // each percentile on its own
 		{[]result{r(100, 1, 1), r(400, 4, 4), r(200, 2, 2), r(300, 3, 3)}, r(250, 2.5, 2.5)}, // even: the mean of the middle two
 	} {
-		if got := medians(tc.rounds); got != tc.want {
+		if got := medians(tc.rounds); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("medians(%v) = %v, want %v", tc.rounds, got, tc.want)
 		}
 	}
@@ -70,9 +71,9 @@ func TestTable(t *testing.T) {
 // The websocket and cluster cells are set against the single-node TCP
 // cells of the same run, with their targets.
 func TestWSAndClusterTables(t *testing.T) {
-	in := `{"system":"relayd","result":{"mode":"throughput","loop":"open","pairs":64,"payload_bytes":1024,"frames_per_sec":1000000,"sent":9000000}}
+	in := `{"system":"relayd","result":{"mode":"throughput","loop":"open","pairs":64,"payload_bytes":1024,"frames_per_sec":1000000,"sent":9000000,"server_cpu_cores":1}}
 {"system":"relayd-ws","result":{"mode":"throughput","loop":"open","transport":"websocket","pairs":64,"payload_bytes":1024,"frames_per_sec":600000,"sent":5000000}}
-{"system":"cluster-cross","result":{"mode":"throughput","loop":"open","cross_node":true,"pairs":64,"payload_bytes":1024,"frames_per_sec":400000,"sent":3000000,"drops":7,"gaps":7}}
+{"system":"cluster-cross","result":{"mode":"throughput","loop":"open","cross_node":true,"pairs":64,"payload_bytes":1024,"frames_per_sec":400000,"sent":3000000,"drops":7,"gaps":7,"process_cpu_cores":{"node-a":0.3,"nats":0.3,"node-b":0.4}}}
 {"system":"cluster-local","result":{"mode":"throughput","loop":"open","pairs":64,"payload_bytes":1024,"frames_per_sec":970000,"sent":8000000}}
 {"system":"relayd","result":{"mode":"latency","loop":"closed","pairs":1,"payload_bytes":64,"p50_us":100,"p99_us":300}}
 {"system":"cluster-cross","result":{"mode":"latency","loop":"closed","pairs":1,"payload_bytes":64,"p50_us":350,"p99_us":900}}
@@ -92,6 +93,7 @@ func TestWSAndClusterTables(t *testing.T) {
 		"| 1 KiB × 64, frames/s | 600.0 k | 1.00 M | 0.60× | ≥ 0.5×, zero drops | met | 0 / 0 / 0 |",
 		"| idle logged-in connections (10000), server RSS per connection | 4.0 KiB | 3.0 KiB | 1.33× | ≤ 8 KiB | met | |",
 		"| cross-node 1 KiB × 64 (senders on A, receivers on B), frames/s | 400.0 k | 1.00 M | 0.40× | ≥ 0.5×, zero drops | **missed** | 7 / 7 / 0 |",
+		"| cross-node CPU per frame on the server core, µs (nats 0.75, node-a 0.75, node-b 1.00) | 2.50 | 1.00 | 2.50× | | | |",
 		"| cross-node 64 B round trip p50, median of 1 rounds (350 µs) | 350 µs | 100 µs | 3.50× | ≤ 3× | **missed** | |",
 		"| local pairs on a clustered node, 1 KiB × 64, frames/s | 970.0 k | 1.00 M | 0.97× | within 5 % | met | 0 / 0 / 0 |",
 		"| node B's RSS per client logged in on node A (10000 clients) | 150 B | | | ≤ 200 B at 100,000 | met | |",

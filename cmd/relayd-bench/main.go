@@ -20,6 +20,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -63,6 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.RecvAddr, "recv-addr", "", "receivers connect to this relay `address` instead: another cluster node (throughput, latency)")
 	fs.StringVar(&c.RecvWS, "recv-ws", "", "receivers connect over WebSocket to this `URL` instead: another cluster node (throughput, latency)")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "the relay's `PID`, to measure its CPU and memory")
+	fs.Var(cpuPIDs{&c.CPUPIDs}, "cpu-pid", "`NAME=PID` of another process whose CPU to report, such as a cluster node or its NATS server; repeatable (throughput)")
 	fs.DurationVar(&c.Warmup, "warmup", time.Second, "traffic before the measured window")
 	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "the measured window; soak: the traffic before the SIGTERM, default 5m")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
@@ -204,4 +208,35 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// cpuPIDs is the repeatable --cpu-pid NAME=PID.
+type cpuPIDs struct{ m *map[string]int }
+
+func (f cpuPIDs) String() string {
+	if f.m == nil {
+		return ""
+	}
+	var parts []string
+	for name, pid := range *f.m {
+		parts = append(parts, fmt.Sprintf("%s=%d", name, pid))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (f cpuPIDs) Set(v string) error {
+	name, p, ok := strings.Cut(v, "=")
+	pid, err := strconv.Atoi(p)
+	if !ok || name == "" || err != nil || pid <= 0 {
+		return fmt.Errorf("want NAME=PID, such as nats=1234, not %q", v)
+	}
+	if *f.m == nil {
+		*f.m = make(map[string]int)
+	}
+	if _, dup := (*f.m)[name]; dup {
+		return fmt.Errorf("%s given twice", name)
+	}
+	(*f.m)[name] = pid
+	return nil
 }

@@ -16,7 +16,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		for _, flag := range []string{
 			"-addr", "-ws", "-recv-addr", "-recv-ws", "-server-pid", "-warmup", "-duration", "-json", "-pairs", "-size",
 			"-open-loop", "-closed-loop", "-window", "-settle", "-direct",
-			"-rate", "-conns", "-heartbeat", "-parallel", "-seed",
+			"-rate", "-conns", "-heartbeat", "-parallel", "-seed", "-cpu-pid",
 		} {
 			if !strings.Contains(errb.String(), flag+" ") && !strings.Contains(errb.String(), flag+"\n") {
 				t.Errorf("%s -h does not list %s", mode, flag)
@@ -43,5 +43,18 @@ func TestRefusedCombinations(t *testing.T) {
 		if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), "drop --") {
 			t.Errorf("%v: exit %d, stderr %q", args, code, errb.String())
 		}
+	}
+}
+
+func TestCPUPIDFlag(t *testing.T) {
+	for _, bad := range []string{"nats", "=1", "nats=x", "nats=0", "nats=-3"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{"throughput", "--cpu-pid", bad}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "want NAME=PID") {
+			t.Errorf("--cpu-pid %s: exit %d, stderr %q", bad, code, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"throughput", "--cpu-pid", "a=1", "--cpu-pid", "a=2"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "a given twice") {
+		t.Errorf("a twice: exit %d, stderr %q", code, errb.String())
 	}
 }

@@ -33,9 +33,12 @@ type Common struct {
 	// Addr or WS: another node of a cluster, so that every frame crosses
 	// it. RecvWS wins over RecvAddr.
 	RecvAddr, RecvWS string
-	ServerPID        int           // 0: do not measure the server
-	Warmup           time.Duration // traffic before the measured window
-	Duration         time.Duration // the measured window
+	ServerPID        int // 0: do not measure the server
+	// CPUPIDs are more processes whose CPU a throughput run reports, by
+	// name: a cluster's nodes and NATS server.
+	CPUPIDs  map[string]int
+	Warmup   time.Duration // traffic before the measured window
+	Duration time.Duration // the measured window
 	// Progress, if set, is called about once a second with a one-line summary.
 	Progress func(line string)
 }
@@ -188,6 +191,9 @@ type ThroughputResult struct {
 	InFlight    uint64  `json:"in_flight"`
 	ServerCores float64 `json:"server_cpu_cores"` // -1: not measured
 	BenchCores  float64 `json:"bench_cpu_cores"`
+	// ProcessCores are the cores each of Common.CPUPIDs used (-1: not
+	// measured), by name.
+	ProcessCores map[string]float64 `json:"process_cpu_cores,omitempty"`
 }
 
 // check validates cfg and fills in the defaults.
@@ -417,6 +423,10 @@ func measure(ctx context.Context, cfg *ThroughputConfig, stats []pairStats, snd 
 	}
 	f0, _, _ := snapshot()
 	server, self := startCPU(cfg.ServerPID), startCPU(0)
+	procs := make(map[string]*cpuMeter, len(cfg.CPUPIDs))
+	for name, pid := range cfg.CPUPIDs {
+		procs[name] = startCPU(pid)
+	}
 	start := time.Now()
 	if err := tick(ctx, cfg.Duration, errc, func() {
 		f, d, _ := snapshot()
@@ -437,6 +447,12 @@ func measure(ctx context.Context, cfg *ThroughputConfig, stats []pairStats, snd 
 	}
 	if cfg.ServerPID != 0 {
 		res.ServerCores = server.cores()
+	}
+	if len(procs) > 0 {
+		res.ProcessCores = make(map[string]float64, len(procs))
+		for name, m := range procs {
+			res.ProcessCores[name] = m.cores()
+		}
 	}
 	res.FramesPerSec = float64(res.Frames) / el
 	res.MBPerSec = res.FramesPerSec * float64(cfg.Size) / 1e6

@@ -66,6 +66,7 @@ func TestCrossNode(t *testing.T) {
 	a, b, urlB := startCluster(t)
 	for _, recv := range []Common{{RecvAddr: b}, {RecvWS: urlB}} {
 		c := Common{Addr: a, RecvAddr: recv.RecvAddr, RecvWS: recv.RecvWS, ServerPID: os.Getpid(),
+			CPUPIDs: map[string]int{"nodes": os.Getpid()},
 			Warmup: 100 * time.Millisecond, Duration: 400 * time.Millisecond}
 		r, err := Throughput(context.Background(), ThroughputConfig{Common: c, Pairs: 3, Size: 1024, OpenLoop: true})
 		if err != nil {
@@ -73,6 +74,9 @@ func TestCrossNode(t *testing.T) {
 		}
 		if !r.CrossNode || r.Frames == 0 || r.Drops != 0 || r.Gaps != 0 || r.Reordered != 0 || r.Sent != r.Received {
 			t.Fatalf("cross-node throughput to %s: %+v", c.recvEnd(), r)
+		}
+		if r.ProcessCores["nodes"] <= 0 {
+			t.Fatalf("CPU of the nodes' process not measured: %v", r.ProcessCores)
 		}
 		l, err := Latency(context.Background(), LatencyConfig{Common: c, Pairs: 1, Size: 64})
 		if err != nil {
