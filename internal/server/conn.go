@@ -64,8 +64,9 @@ type conn struct {
 	idShared  atomic.Pointer[string] // id, for other goroutines; set at login
 
 	// Parking without a goroutine (park_linux.go).
-	parkTimer *time.Timer // wakes the connection at its idle deadline; set at its first epoll park
-	parkToken uint64      // guarded by srv.park.mu; nonzero while parked there
+	parkToken  uint64 // guarded by srv.park.mu; nonzero while parked there
+	parkIndex  int32  // guarded by srv.park.mu; its place in the parker's deadlines; -1: none
+	epollAdded bool   // guarded by srv.park.mu; registered with the parker's epoll instance
 
 	// Set once, by whoever closes the connection first.
 	closeOnce sync.Once
@@ -76,12 +77,13 @@ type conn struct {
 
 func newConn(l *listener, raw net.Conn) *conn {
 	return &conn{
-		srv:     l.srv,
-		ln:      l,
-		raw:     raw,
-		nc:      raw,
-		remote:  addrPort(raw.RemoteAddr()),
-		pending: -1,
+		srv:       l.srv,
+		ln:        l,
+		raw:       raw,
+		nc:        raw,
+		remote:    addrPort(raw.RemoteAddr()),
+		pending:   -1,
+		parkIndex: -1,
 	}
 }
 

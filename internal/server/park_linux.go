@@ -3,6 +3,7 @@
 package server
 
 import (
+	"container/heap"
 	"os"
 	"sync"
 	"syscall"
@@ -11,7 +12,9 @@ import (
 
 // parker waits for every parked plain-TCP connection with one epoll
 // instance and one goroutine, so that an idle connection holds no goroutine
-// at all: no stack, only its socket, its conn and a timer for idle_timeout.
+// at all: no stack, only its socket and its conn. One timer serves every
+// parked connection's idle deadline: it fires at the earliest, kept at the
+// top of a heap.
 //
 // The epoll instance is itself a file the Go runtime polls, so the
 // goroutine that collects its events is parked by the scheduler like any
@@ -30,6 +33,39 @@ type parker struct {
 	token  uint64           // guarded by mu; the last token handed out
 	failed bool             // guarded by mu; no epoll here: park on goroutines
 	done   chan struct{}    // closed when the event goroutine has returned
+
+	due     deadlines   // guarded by mu; parked connections, earliest idle deadline first
+	timer   *time.Timer // guarded by mu; fires at due's earliest deadline
+	timerAt int64       // guarded by mu; when timer fires (unix nanoseconds); 0: stopped
+}
+
+// deadlines is a heap of parked connections by idle deadline; each knows
+// its index, so that a connection woken early leaves it in O(log n).
+type deadlines []parked
+
+type parked struct {
+	at int64 // c.deadline, unix nanoseconds
+	c  *conn
+}
+
+func (d deadlines) Len() int           { return len(d) }
+func (d deadlines) Less(i, j int) bool { return d[i].at < d[j].at }
+func (d deadlines) Swap(i, j int) {
+	d[i], d[j] = d[j], d[i]
+	d[i].c.parkIndex, d[j].c.parkIndex = int32(i), int32(j)
+}
+func (d *deadlines) Push(x any) {
+	e := x.(parked)
+	e.c.parkIndex = int32(len(*d))
+	*d = append(*d, e)
+}
+func (d *deadlines) Pop() any {
+	old := *d
+	e := old[len(old)-1]
+	old[len(old)-1] = parked{}
+	*d = old[:len(old)-1]
+	e.c.parkIndex = -1
+	return e
 }
 
 // park registers c, whose read loop has just returned errIdle with no read
@@ -58,11 +94,10 @@ func (p *parker) park(c *conn) bool {
 		Fd:     int32(uint32(token)),
 		Pad:    int32(uint32(token >> 32)),
 	}
-	// A connection parked here before (it has its timer) is still
-	// registered: a one-shot registration stays after it fires, and is
-	// re-armed.
+	// A connection parked here before is still registered: a one-shot
+	// registration stays after it fires, and is re-armed.
 	op := syscall.EPOLL_CTL_MOD
-	if c.parkTimer == nil {
+	if !c.epollAdded {
 		op = syscall.EPOLL_CTL_ADD
 	}
 	var ctlErr error
@@ -71,16 +106,58 @@ func (p *parker) park(c *conn) bool {
 		// Closed meanwhile, most likely: let the goroutine path find out.
 		return false
 	}
+	c.epollAdded = true
 	p.conns[token] = c
 	c.parkToken = token
-	// The timer's function waits for mu, so it cannot run before park
-	// returns; a timer left over from an earlier park only wakes c early.
-	if c.parkTimer == nil {
-		c.parkTimer = time.AfterFunc(time.Until(c.deadline), func() { p.wake(c) })
-	} else {
-		c.parkTimer.Reset(time.Until(c.deadline))
-	}
+	heap.Push(&p.due, parked{c.deadline.UnixNano(), c})
+	p.armLocked()
 	return true
+}
+
+// unparkLocked takes c, parked here, out of the parker. Called with mu held.
+func (p *parker) unparkLocked(c *conn) {
+	delete(p.conns, c.parkToken)
+	c.parkToken = 0
+	if c.parkIndex >= 0 {
+		heap.Remove(&p.due, int(c.parkIndex))
+	}
+}
+
+// armLocked sets the timer to the earliest idle deadline. Called with mu
+// held.
+func (p *parker) armLocked() {
+	if len(p.due) == 0 {
+		return // a timer left running finds nothing due
+	}
+	at := p.due[0].at
+	if p.timerAt != 0 && p.timerAt <= at {
+		return // it fires no later than needed, and looks again then
+	}
+	p.timerAt = at
+	d := time.Until(time.Unix(0, at))
+	if p.timer == nil {
+		p.timer = time.AfterFunc(d, p.expire)
+	} else {
+		p.timer.Reset(d)
+	}
+}
+
+// expire resumes every connection whose idle deadline has come.
+func (p *parker) expire() {
+	var woken []*conn
+	p.mu.Lock()
+	p.timerAt = 0
+	now := time.Now().UnixNano()
+	for len(p.due) > 0 && p.due[0].at <= now {
+		c := p.due[0].c
+		p.unparkLocked(c)
+		woken = append(woken, c)
+	}
+	p.armLocked()
+	p.mu.Unlock()
+	for _, c := range woken {
+		go c.resume()
+	}
 }
 
 // wake resumes c if it is parked here; close calls it after closing the
@@ -89,8 +166,7 @@ func (p *parker) wake(c *conn) {
 	p.mu.Lock()
 	token := c.parkToken
 	if token != 0 {
-		delete(p.conns, token)
-		c.parkToken = 0
+		p.unparkLocked(c)
 	}
 	p.mu.Unlock()
 	if token != 0 {
@@ -102,10 +178,11 @@ func (p *parker) wake(c *conn) {
 func (p *parker) wakeAll() {
 	p.mu.Lock()
 	conns := make([]*conn, 0, len(p.conns))
-	for token, c := range p.conns {
-		delete(p.conns, token)
-		c.parkToken = 0
+	for _, c := range p.conns {
 		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		p.unparkLocked(c)
 	}
 	p.mu.Unlock()
 	for _, c := range conns {
@@ -117,8 +194,7 @@ func (p *parker) wakeToken(token uint64) {
 	p.mu.Lock()
 	c := p.conns[token]
 	if c != nil {
-		delete(p.conns, token)
-		c.parkToken = 0
+		p.unparkLocked(c)
 	}
 	p.mu.Unlock()
 	if c != nil {

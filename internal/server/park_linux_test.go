@@ -3,8 +3,10 @@
 package server
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"runtime"
 	"testing"
@@ -130,5 +132,50 @@ func TestParkedTLSConnectionsUseAGoroutine(t *testing.T) {
 	}
 	if got := recvPayload(t, b); got != "after a nap" {
 		t.Fatalf("b got %q", got)
+	}
+}
+
+// The parker's deadline heap keeps every connection's index right through
+// pushes, early removals and expiries: an index gone wrong would remove
+// the wrong connection and leave another parked past its deadline.
+func TestParkDeadlinesHeap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var d deadlines
+	in := map[*conn]int64{}
+	check := func() {
+		t.Helper()
+		if len(d) != len(in) {
+			t.Fatalf("%d in the heap, want %d", len(d), len(in))
+		}
+		for i, e := range d {
+			if int(e.c.parkIndex) != i || in[e.c] != e.at {
+				t.Fatalf("entry %d: index %d, at %d, want %d", i, e.c.parkIndex, e.at, in[e.c])
+			}
+		}
+	}
+	for range 2000 {
+		switch op := rng.IntN(3); {
+		case op == 0 || len(d) == 0:
+			c := &conn{parkIndex: -1}
+			at := rng.Int64N(1000)
+			heap.Push(&d, parked{at, c})
+			in[c] = at
+		case op == 1: // woken early
+			c := d[rng.IntN(len(d))].c
+			heap.Remove(&d, int(c.parkIndex))
+			if c.parkIndex != -1 {
+				t.Fatalf("removed connection keeps index %d", c.parkIndex)
+			}
+			delete(in, c)
+		default: // expired: the earliest goes
+			for _, at := range in {
+				if at < d[0].at {
+					t.Fatalf("%d is due before the top's %d", at, d[0].at)
+				}
+			}
+			e := heap.Pop(&d).(parked)
+			delete(in, e.c)
+		}
+		check()
 	}
 }

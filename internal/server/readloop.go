@@ -76,6 +76,7 @@ func (c *conn) loop() {
 	}
 	if errors.Is(err, errIdle) {
 		c.putReader()
+		c.shed()
 		c.srv.idleParks.Add(1)
 		if !c.srv.park.park(c) {
 			go c.parkOnGoroutine()
@@ -121,9 +122,19 @@ func (c *conn) upgrade() {
 	c.srv.upgrades.Add(1)
 }
 
+// shed lets go of what the read loop makes again when it needs it, so that
+// an idle connection holds less: its waiter and wait timer, and the last
+// receiver it sent to, which may have closed since (the reference would
+// keep that connection in memory). A waiter still listed at a receiver
+// from an earlier wait is signalled there once, harmlessly.
+func (c *conn) shed() {
+	c.waiter.Store(nil)
+	c.waitTimer = nil // stopped: every wait stops it
+	c.lastTo, c.lastPeer = nil, nil
+}
+
 // resume restarts the read loop of a connection the parker woke up.
 func (c *conn) resume() {
-	c.parkTimer.Stop()
 	c.br = c.getReader(0)
 	c.fr.Reset(c.br)
 	c.loop()
