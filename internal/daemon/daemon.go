@@ -170,6 +170,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.notify("READY=1", d.status(""))
 	statusTick := time.NewTicker(statusInterval)
 	defer statusTick.Stop()
+	trim, trimTick := newMemTrim(), time.NewTicker(time.Second)
+	defer trimTick.Stop()
 	var dr *drain // nil until SIGUSR2
 	for {
 		select {
@@ -178,6 +180,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return d.Shutdown("context done")
 		case <-statusTick.C:
 			d.notify(d.status(""))
+		case <-trimTick.C:
+			if free := trim.maybe(); free > 0 {
+				d.log.Debug("returned free heap to the OS", "bytes", free)
+			}
 		case <-d.changes():
 			_ = d.Reload("file change")
 		case err := <-dr.finished():
