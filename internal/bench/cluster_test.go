@@ -67,7 +67,7 @@ func TestCrossNode(t *testing.T) {
 	for _, recv := range []Common{{RecvAddr: b}, {RecvWS: urlB}} {
 		c := Common{Addr: a, RecvAddr: recv.RecvAddr, RecvWS: recv.RecvWS, ServerPID: os.Getpid(),
 			CPUPIDs: map[string]int{"nodes": os.Getpid()},
-			Warmup: 100 * time.Millisecond, Duration: 400 * time.Millisecond}
+			Warmup:  100 * time.Millisecond, Duration: 400 * time.Millisecond}
 		r, err := Throughput(context.Background(), ThroughputConfig{Common: c, Pairs: 3, Size: 1024, OpenLoop: true})
 		if err != nil {
 			t.Fatal(err)
