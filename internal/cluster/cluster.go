@@ -46,8 +46,9 @@ type Options struct {
 	// receiver before the receiver's node credits them back; 0: 1 MiB.
 	Window int
 	// NodeWindow is how many bytes of frames one node sends another, to
-	// all its receivers together, before that node credits them back; it
-	// must stay below the NATS server's max_pending. 0: 8 MiB.
+	// all its receivers together, before that node acknowledges them; with
+	// one frame more it must stay below the NATS server's max_pending.
+	// 0: 8 MiB.
 	NodeWindow int
 	// OutboundBuffer bounds the frames waiting to be published to one
 	// node; 0: 16 MiB.
@@ -498,7 +499,7 @@ func (c *Cluster) onReconnect(nc *nats.Conn) {
 	c.maxMsg.Store(min(nc.MaxPayload(), maxMessage))
 	// Frames and credits in flight when the connection broke are lost.
 	c.dir.forEachRemote(func(p *remotePeer) { p.win.reset() })
-	c.forEachLink(func(l *link) { l.win.reset() })
+	c.forEachLink(func(l *link) { l.resetWindow() })
 	c.connected.Store(true)
 	c.dir.resyncAll()
 	c.log.Info("NATS is back; resyncing the directory", "nats", nc.ConnectedUrlRedacted())

@@ -68,7 +68,8 @@ func FuzzDataMessage(f *testing.F) {
 	parts = appendRecordHeader(parts, kindMore, len(big)-20)
 	parts = append(parts, big[20:]...)
 	f.Add(parts)
-	f.Add(appendCredit(nil, []byte("bob"), 9))
+	f.Add(binary.BigEndian.AppendUint64(appendRecordHeader(nil, kindPos, 8), 1<<40))
+	f.Add(appendCredit(binary.BigEndian.AppendUint64(nil, 77), []byte("bob"), 9))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		c, err := New(Options{Name: "f", NodeID: "n", URLs: []string{"nats://127.0.0.1:1"}, MaxFrame: 1 << 10}, registry.NewLocal())
 		if err != nil {

@@ -73,6 +73,12 @@ func (c *Cluster) onData(m *nats.Msg) {
 			n.asm.buf = bufpool.Get(total)
 			n.asm.total = total
 			n.asm.buf.B = append(n.asm.buf.B, body[4:]...)
+		case kindPos:
+			if len(body) != 8 {
+				c.dropMalformed.Add(1)
+				continue
+			}
+			l.readUpTo(int64(binary.BigEndian.Uint64(body)))
 		case kindMore:
 			a := &n.asm
 			if a.skip {
@@ -172,23 +178,25 @@ func (c *Cluster) onCredit(m *nats.Msg) {
 	if n == nil {
 		return
 	}
+	if len(m.Data) < 8 {
+		c.dropMalformed.Add(1)
+		return
+	}
+	pos := int64(binary.BigEndian.Uint64(m.Data))
 	now := time.Now().UnixNano()
-	var total int64
-	for b := m.Data; len(b) > 0; {
+	for b := m.Data[8:]; len(b) > 0; {
 		id, cr, rest, err := nextCredit(b)
 		if err != nil {
 			c.dropMalformed.Add(1)
 			break
 		}
 		b = rest
-		total += cr
 		if p, ok := c.dir.lookupRemote(id); ok && p.node == n {
 			p.win.credit(cr, now) // also credit for an earlier login of the ID there
 		}
 	}
 	if l := n.link; l != nil {
-		l.win.credit(total, now)
-		l.wakeWaiters()
+		l.acknowledged(pos)
 	}
 }
 

@@ -3,7 +3,6 @@ package cluster
 import (
 	"encoding/binary"
 	"sync"
-	"time"
 
 	"github.com/relayd/relayd/internal/registry"
 )
@@ -25,13 +24,15 @@ type link struct {
 	frames  []byte           // data records waiting, guarded by mu
 	credits []byte           // credit entries waiting, guarded by mu
 	sending int              // bytes of records being published now, guarded by mu
-	win     window           // frames sent to the node and not yet credited back
+	win     nodeWindow       // frames queued for the node and not yet acknowledged
+	readTo  int64            // guarded by mu: the position the node's frames were read up to here, to acknowledge
 	waiters registry.Waiters // senders waiting for room or credit, guarded by mu
 	closed  bool             // guarded by mu
 
 	// Owned by the link's goroutine.
 	spareFrames, spareCredits []byte
-	scratch                   []byte // one message of a frame larger than a message
+	scratch                   []byte // one message of a frame larger than a message, or of credits
+	ackedTo                   int64  // readTo as last published
 }
 
 func newLink(c *Cluster, n *node) *link {
@@ -80,9 +81,9 @@ func (l *link) close() {
 
 // Deliver implements registry.Peer. It copies frame into the link's buffer
 // for the receiver's node, unless a window is full (the receiver's, or the
-// node's: frames sent that its node has not credited back yet) or the
-// link's buffer is: then a sender that can wait gets Wait, and is signalled
-// when credit or room comes.
+// node's: frames sent that the node has not credited or acknowledged yet)
+// or the link's buffer is: then a sender that can wait gets Wait, and is
+// signalled when credit or room comes.
 func (p *remotePeer) Deliver(frame []byte, w *registry.Waiter) registry.Result {
 	if p.gone.Load() {
 		return registry.Gone
@@ -93,7 +94,7 @@ func (p *remotePeer) Deliver(frame []byte, w *registry.Waiter) registry.Result {
 		return registry.Down
 	}
 	n := int64(len(frame))
-	if !p.take(n) {
+	if !p.win.take(n, c.window, c.opt.NodeTimeout, &c.creditResets) {
 		if w == nil {
 			return registry.QueueFull
 		}
@@ -102,7 +103,7 @@ func (p *remotePeer) Deliver(frame []byte, w *registry.Waiter) registry.Result {
 		l.mu.Unlock()
 		// Credit that came between the check and the registration
 		// signalled no one: look again.
-		if !p.take(n) {
+		if !p.win.take(n, c.window, c.opt.NodeTimeout, &c.creditResets) {
 			w.Max = c.waitMax
 			return registry.Wait
 		}
@@ -110,10 +111,14 @@ func (p *remotePeer) Deliver(frame []byte, w *registry.Waiter) registry.Result {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		p.give(n)
+		p.win.give(n)
 		return registry.Gone
 	}
-	if q := len(l.frames) + l.sending; q > 0 && q+recHeader+len(frame) > c.outMax {
+	// Checked under mu, where acknowledgements and the end of a publish
+	// signal the waiters: nothing comes between the check and the
+	// registration.
+	q := len(l.frames) + l.sending
+	if q > 0 && q+recHeader+len(frame) > c.outMax || l.win.fullLocked(c.nodeWindow, c.opt.NodeTimeout, &c.creditResets) {
 		var r registry.Result = registry.QueueFull
 		if w != nil {
 			l.addWaiter(w)
@@ -121,35 +126,17 @@ func (p *remotePeer) Deliver(frame []byte, w *registry.Waiter) registry.Result {
 			r = registry.Wait
 		}
 		l.mu.Unlock()
-		p.give(n)
+		// Whoever the receiver's window turned away meanwhile waits for
+		// this node's acknowledgement, which wakes every waiter.
+		p.win.give(n)
 		return r
 	}
+	l.win.queueLocked(n)
 	l.frames = appendRecordHeader(l.frames, kindFrame, len(frame))
 	l.frames = append(l.frames, frame...)
 	l.mu.Unlock()
 	l.wake()
 	return registry.Sent
-}
-
-// take counts n bytes in flight to the receiver and to its node, unless
-// either window is full.
-func (p *remotePeer) take(n int64) bool {
-	l := p.node.link
-	c := l.c
-	if !l.win.take(n, c.nodeWindow, c.opt.NodeTimeout, &c.creditResets) {
-		return false
-	}
-	if !p.win.take(n, c.window, c.opt.NodeTimeout, &c.creditResets) {
-		l.win.give(n)
-		return false
-	}
-	return true
-}
-
-// give takes back what take counted, for a frame not sent after all.
-func (p *remotePeer) give(n int64) {
-	p.node.link.win.give(n)
-	p.win.give(n)
 }
 
 // Kick implements registry.Peer. A remote client is kicked by its own node,
@@ -179,6 +166,32 @@ func reuseUpTo(b []byte, most int) []byte {
 	return b[:0]
 }
 
+// readUpTo records that the node's frames up to pos were read here, for
+// the next credit message to acknowledge.
+func (l *link) readUpTo(pos int64) {
+	l.mu.Lock()
+	if pos > l.readTo {
+		l.readTo = pos
+	}
+	l.mu.Unlock()
+	l.wake()
+}
+
+// acknowledged records the node's acknowledgement of pos and wakes the
+// senders waiting for room.
+func (l *link) acknowledged(pos int64) {
+	l.win.ack(pos)
+	l.wakeWaiters()
+}
+
+// resetWindow forgets what is in flight to the node: it was lost.
+func (l *link) resetWindow() {
+	l.mu.Lock()
+	l.win.ack(l.win.queued)
+	l.signalWaiters()
+	l.mu.Unlock()
+}
+
 // run publishes what senders queue until the link stops.
 func (l *link) run() {
 	defer l.c.wg.Done()
@@ -193,14 +206,24 @@ func (l *link) run() {
 			return
 		}
 		l.mu.Lock()
-		frames, credits := l.frames, l.credits
+		frames, credits, readTo, end := l.frames, l.credits, l.readTo, l.win.queued
 		l.frames, l.credits = l.spareFrames, l.spareCredits
 		l.sending = len(frames)
 		l.mu.Unlock()
 
 		max := int(l.c.maxMsg.Load())
-		l.publishCredits(credits, max)
-		l.publishFrames(frames, max)
+		if len(credits) > 0 || readTo > l.ackedTo {
+			l.publishCredits(credits, readTo, max)
+			l.ackedTo = readTo
+		}
+		if len(frames) > 0 {
+			l.publishFrames(frames, max)
+			// Where the batch ends: what the node acknowledges once read.
+			// Lost, it is covered by the next batch's.
+			m := appendRecordHeader(reuse(l.scratch), kindPos, 8)
+			l.scratch = binary.BigEndian.AppendUint64(m, uint64(end))
+			_ = l.c.nc.Publish(l.dataSubj, l.scratch)
+		}
 
 		l.mu.Lock()
 		l.sending = 0
@@ -232,7 +255,7 @@ func (l *link) publishFrames(b []byte, max int) {
 	start, frames := 0, uint64(0)
 	flush := func(end int) {
 		if end > start {
-			l.publish(l.dataSubj, b[start:end], frames, int64(end-start)-int64(frames)*recHeader)
+			l.publish(l.dataSubj, b[start:end], frames)
 		}
 		start, frames = end, 0
 	}
@@ -256,7 +279,7 @@ func (l *link) publishFrames(b []byte, max int) {
 
 // publishLarge publishes one frame in parts that each fit a message.
 func (l *link) publishLarge(frame []byte, max int) {
-	size, first := int64(len(frame)), true
+	whole, first := frame, true
 	for len(frame) > 0 {
 		m := reuse(l.scratch)
 		var part int
@@ -270,49 +293,66 @@ func (l *link) publishLarge(frame []byte, max int) {
 		}
 		m = append(m, frame[:part]...)
 		frame = frame[part:]
-		var counts uint64
-		if len(frame) == 0 {
-			counts = 1
-		}
 		l.scratch = m
-		if !l.publish(l.dataSubj, m, counts, 0) {
-			if len(frame) > 0 {
-				l.c.dropDown.Add(1)
-			}
-			l.win.credit(size, time.Now().UnixNano())
+		if err := l.c.nc.Publish(l.dataSubj, m); err != nil {
+			l.lost(whole)
 			return
 		}
 		first = false
 	}
+	l.c.framesSent.Add(1)
 }
 
-// publish sends one message; frames is how many frames it completes, for
-// the counters, and size their bytes, given back to the node's window when
-// the message is lost here.
-func (l *link) publish(subj string, m []byte, frames uint64, size int64) bool {
+// publish sends one message of whole frames; frames is how many, for the
+// counters.
+func (l *link) publish(subj string, m []byte, frames uint64) {
 	if err := l.c.nc.Publish(subj, m); err != nil {
-		l.c.dropDown.Add(frames)
-		l.win.credit(size, time.Now().UnixNano())
-		return false
+		for b := m; len(b) > 0; {
+			_, body, rest, err := nextRecord(b)
+			if err != nil {
+				break
+			}
+			l.lost(body)
+			b = rest
+		}
+		return
 	}
 	l.c.framesSent.Add(frames)
-	return true
 }
 
-// publishCredits sends credit entries in messages of at most max bytes. A
+// lost counts a frame that could not be published (cluster_down) and gives
+// its bytes back to its receiver's window, which no credit will. The node's
+// window needs nothing: the next acknowledgement covers the frame.
+func (l *link) lost(frame []byte) {
+	l.c.dropDown.Add(1)
+	if to, ok := transferTo(frame); ok {
+		if p, ok := l.c.dir.lookupRemote(to); ok && p.node == l.node {
+			p.win.give(int64(len(frame)))
+		}
+	}
+}
+
+// publishCredits sends credit entries in messages of at most max bytes,
+// each behind the position this node has read the other's frames up to. A
 // lost credit message is not retried: the window it would have opened is
-// reset after node_timeout.
-func (l *link) publishCredits(b []byte, max int) {
+// reset after node_timeout, and the next acknowledgement covers its
+// position.
+func (l *link) publishCredits(b []byte, readTo int64, max int) {
+	send := func(entries []byte) {
+		m := binary.BigEndian.AppendUint64(reuse(l.scratch), uint64(readTo))
+		l.scratch = append(m, entries...)
+		_ = l.c.nc.Publish(l.creditSubj, l.scratch)
+	}
 	start := 0
 	for i := 0; i < len(b); {
 		n := 1 + int(b[i]) + 4
-		if i+n-start > max {
-			_ = l.c.nc.Publish(l.creditSubj, b[start:i])
+		if i+n-start > max-8 {
+			send(b[start:i])
 			start = i
 		}
 		i += n
 	}
-	if len(b) > start {
-		_ = l.c.nc.Publish(l.creditSubj, b[start:])
+	if len(b) > start || len(b) == 0 {
+		send(b[start:])
 	}
 }

@@ -68,7 +68,10 @@ func TestNodeWindowBelowMaxPending(t *testing.T) {
 	waitFor(t, "every sender to wait", func() bool { return waiting.Load() == receivers })
 	var l *link
 	a.forEachLink(func(x *link) { l = x })
-	if got := l.win.inflight.Load(); got > 1<<20+size {
+	l.mu.Lock()
+	got := l.win.inflightLocked()
+	l.mu.Unlock()
+	if got > 1<<20+size {
 		t.Fatalf("%d bytes in flight to node B, window 1 MiB", got)
 	}
 	px.resume()
@@ -181,4 +184,94 @@ func (p *pausingProxy) close() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// Frames lost on the way (here: the NATS server cuts node B off as a slow
+// consumer) are never credited, yet cost node A's window to B nothing once
+// B acknowledges a later position: it ends empty, not short of what was
+// lost.
+func TestNodeWindowSurvivesLostMessages(t *testing.T) {
+	o := natsOpts(0)
+	o.MaxPending = 1 << 20 // below the node window: B is cut off
+	s := startNATS(t, o)
+	px := newPausingProxy(t, s.Addr().String())
+	// Windows large enough to push past what the sockets on the way hold.
+	a := newNode(t, "nodeA", []string{natsURL(s)}, func(o *Options) { o.Window, o.NodeWindow = 8<<20, 64<<20 })
+	b := newNode(t, "nodeB", []string{"nats://" + px.addr()})
+	waitFor(t, "the nodes to see each other", func() bool { return a.Stats().Nodes == 2 && b.Stats().Nodes == 2 })
+	const receivers, size = 8, 16 << 10
+	peers := make([]*fakePeer, receivers)
+	for i := range peers {
+		peers[i] = newPeer(fmt.Sprint("r", i))
+		login(t, b, peers[i].name, peers[i])
+		remote(t, a, peers[i].name)
+	}
+
+	px.pause()
+	for i := range 2048 { // 32 MiB, far more than max_pending
+		p := peers[i%receivers]
+		if r := send(a, registry.NewWaiter(), p.name, frame(t, "alice", p.name, make([]byte, size))); r != registry.Sent {
+			t.Fatalf("send %d: %v", i, r)
+		}
+	}
+	waitFor(t, "NATS to cut node B off", func() bool { return s.NumSlowConsumers() > 0 })
+	px.resume()
+	waitFor(t, "node B to be back", func() bool {
+		for _, p := range peers {
+			if q, ok := a.Lookup([]byte(p.name)); !ok || q.(*remotePeer).gone.Load() {
+				return false
+			}
+		}
+		return b.Stats().Connected
+	})
+
+	// Traffic again, to a receiver whose window lost nothing.
+	late := newPeer("late")
+	login(t, b, "late", late)
+	remote(t, a, "late")
+	w := registry.NewWaiter()
+	for i := range 100 {
+		if r := send(a, w, "late", seqFrame(t, "late", i)); r != registry.Sent {
+			t.Fatalf("late send %d: %v", i, r)
+		}
+	}
+	waitFor(t, "the late frames", func() bool { return late.count() == 100 })
+	var l *link
+	a.forEachLink(func(x *link) { l = x })
+	waitFor(t, "node A's window to node B to empty", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.win.inflightLocked() == 0
+	})
+}
+
+// Concurrent senders overshoot a window by one frame at most, and a frame
+// larger than what is left still goes once the window is below its size.
+func TestWindowTake(t *testing.T) {
+	var w window
+	var resets atomic.Uint64
+	const size, frame = 1 << 20, 48 << 10
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for w.take(frame, size, time.Hour, &resets) {
+			}
+		}()
+	}
+	wg.Wait()
+	if in := w.inflight.Load(); in < size || in >= size+frame {
+		t.Fatalf("%d in flight, window %d, frames %d", in, size, frame)
+	}
+	w.credit(w.inflight.Load()-size+1, time.Now().UnixNano()) // one byte of room
+	if !w.take(8<<20, size, time.Hour, &resets) {
+		t.Fatal("a large frame waits though the window is not full")
+	}
+	if w.take(1, size, time.Hour, &resets) {
+		t.Fatal("a full window took more")
+	}
+	if !w.take(1, size, 0, &resets) || resets.Load() != 1 {
+		t.Fatalf("a window without credit for its stale time did not start over (resets %d)", resets.Load())
+	}
 }

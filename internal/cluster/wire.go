@@ -17,9 +17,13 @@ import (
 //	kindFrame: body is one whole RELY transfer frame
 //	kindBegin: body is total u32 | the first part of a frame larger than one NATS message
 //	kindMore:  body is the next part of that frame; it is complete at total bytes
+//	kindPos:   body is pos u64: the frame bytes the sender has queued for
+//	           the node, ever, at the end of the batch just sent
 //
-// Credit (subject relayd.<name>.credit.<to node>.<from node>): entries
+// Credit (subject relayd.<name>.credit.<to node>.<from node>): the last pos
+// received from that node, then entries
 //
+//	pos u64                 the other node's frames were read up to here
 //	idLen u8 | id | n u32   bytes of frames for id that the sender of the
 //	                        credit has taken off the network
 //
@@ -35,6 +39,7 @@ const (
 	kindFrame byte = 'F'
 	kindBegin byte = 'B'
 	kindMore  byte = 'M'
+	kindPos   byte = 'P'
 
 	dirLogin    byte = 'L'
 	dirLogout   byte = 'O'
