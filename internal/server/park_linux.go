@@ -34,9 +34,10 @@ type parker struct {
 	failed bool             // guarded by mu; no epoll here: park on goroutines
 	done   chan struct{}    // closed when the event goroutine has returned
 
+	base    time.Time   // when the parker started: deadlines are kept as monotonic offsets from it
 	due     deadlines   // guarded by mu; parked connections, earliest idle deadline first
 	timer   *time.Timer // guarded by mu; fires at due's earliest deadline
-	timerAt int64       // guarded by mu; when timer fires (unix nanoseconds); 0: stopped
+	timerAt int64       // guarded by mu; when timer fires (offset from base); 0: stopped
 }
 
 // deadlines is a heap of parked connections by idle deadline; each knows
@@ -44,7 +45,7 @@ type parker struct {
 type deadlines []parked
 
 type parked struct {
-	at int64 // c.deadline, unix nanoseconds
+	at int64 // c.deadline as an offset from parker.base, in nanoseconds
 	c  *conn
 }
 
@@ -109,7 +110,7 @@ func (p *parker) park(c *conn) bool {
 	c.epollAdded = true
 	p.conns[token] = c
 	c.parkToken = token
-	heap.Push(&p.due, parked{c.deadline.UnixNano(), c})
+	heap.Push(&p.due, parked{int64(c.deadline.Sub(p.base)), c})
 	p.armLocked()
 	return true
 }
@@ -134,7 +135,7 @@ func (p *parker) armLocked() {
 		return // it fires no later than needed, and looks again then
 	}
 	p.timerAt = at
-	d := time.Until(time.Unix(0, at))
+	d := time.Duration(at) - time.Since(p.base)
 	if p.timer == nil {
 		p.timer = time.AfterFunc(d, p.expire)
 	} else {
@@ -147,7 +148,7 @@ func (p *parker) expire() {
 	var woken []*conn
 	p.mu.Lock()
 	p.timerAt = 0
-	now := time.Now().UnixNano()
+	now := int64(time.Since(p.base))
 	for len(p.due) > 0 && p.due[0].at <= now {
 		c := p.due[0].c
 		p.unparkLocked(c)
@@ -235,6 +236,7 @@ func (p *parker) startLocked() bool {
 	p.failed = false
 	p.epfd, p.file = epfd, f
 	p.conns = make(map[uint64]*conn)
+	p.base = time.Now()
 	p.done = make(chan struct{})
 	go p.run(rc)
 	return true
