@@ -251,13 +251,20 @@ func cpuPerFrame(cross, single result) string {
 	for _, name := range names {
 		c := cross.ProcessCores[name]
 		if c < 0 {
-			return ""
+			parts = append(parts, name+" n/a")
+			sum = -1
+			continue
 		}
 		us := c * 1e6 / cross.FramesPerSec
-		sum += us
+		if sum >= 0 {
+			sum += us
+		}
 		parts = append(parts, fmt.Sprintf("%s %.2f", name, us))
 	}
 	one := single.ServerCores * 1e6 / single.FramesPerSec
+	if sum < 0 {
+		return fmt.Sprintf("| cross-node CPU per frame on the server core, µs (%s) | n/a | %.2f | | | | |", strings.Join(parts, ", "), one)
+	}
 	return fmt.Sprintf("| cross-node CPU per frame on the server core, µs (%s) | %.2f | %.2f | %s | | | |",
 		strings.Join(parts, ", "), sum, one, ratio(sum, one))
 }

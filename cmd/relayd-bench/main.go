@@ -94,6 +94,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["cpu-pid"] && mode != "throughput" {
+		fmt.Fprintf(stderr, "relayd-bench: %s reports no CPU of other processes: drop --cpu-pid\n", mode)
+		return 2
+	}
 	stopOn := []os.Signal{os.Interrupt, syscall.SIGTERM}
 	if mode == "soak" {
 		stopOn = stopOn[:1] // the soak sends itself SIGTERM: its relay's shutdown signal

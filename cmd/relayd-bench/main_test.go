@@ -38,6 +38,7 @@ func TestRefusedCombinations(t *testing.T) {
 		{"throughput", "--direct", "--ws", "ws://127.0.0.1:1/relay"},
 		{"throughput", "--direct", "--recv-addr", "127.0.0.1:1"},
 		{"idle", "--recv-ws", "ws://127.0.0.1:1/relay", "--server-pid", "1"},
+		{"latency", "--cpu-pid", "nats=1"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), "drop --") {

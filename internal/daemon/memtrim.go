@@ -6,7 +6,8 @@ import (
 )
 
 // memTrim gives the heap that a burst freed back to the operating system
-// once the process is quiet again. The Go runtime keeps freed memory up to
+// at the first quiet look after a collection (the heap counts as free only
+// once collected; a quiet process is collected at least every 2 minutes). The Go runtime keeps freed memory up to
 // its heap goal (twice the live heap) for reuse: after 10,000 logins its
 // connections' setup garbage stayed resident, about 0.5 KiB per idle
 // connection. Forwarding allocates nothing, so a relay that only forwards
@@ -44,7 +45,9 @@ func (m *memTrim) read() (allocated, free, objects uint64) {
 // maybe looks at the heap, called about once a second, and returns its
 // free memory to the OS when the process allocated little since the last
 // look and enough is free to be worth a collection. It returns how many
-// bytes were free, or 0 when it did not trim.
+// bytes were free, or 0 when it did not trim. A trim is a full collection:
+// on a heap of hundreds of MB it takes the caller (the daemon's signal
+// loop) a fraction of a second, while the relay goes on.
 func (m *memTrim) maybe() uint64 {
 	allocated, free, objects := m.read()
 	if allocated > trimQuiet || free < trimMin || free < objects/trimShare {
