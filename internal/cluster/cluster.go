@@ -112,6 +112,10 @@ type Cluster struct {
 	cs     []byte           // credit entries for the message being handled
 	csLast int              // offset of the last entry in cs; -1 when none
 
+	// testLoseData, set by tests, loses the data messages it returns true
+	// for, as the network may.
+	testLoseData atomic.Pointer[func(*nats.Msg) bool]
+
 	inMu     sync.Mutex
 	inbound  map[string]*inbound // receivers with frames pending, guarded by inMu
 	nInbound atomic.Int64        // len(inbound)

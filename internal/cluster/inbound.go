@@ -39,6 +39,9 @@ func (a *assembly) reset(c *Cluster) {
 
 // onData is the data subscription's handler.
 func (c *Cluster) onData(m *nats.Msg) {
+	if lose := c.testLoseData.Load(); lose != nil && (*lose)(m) {
+		return
+	}
 	n := c.dir.liveNode(lastToken(m.Subject))
 	l := n.link
 	if l == nil {
