@@ -274,7 +274,11 @@ func (d *directory) resyncAll() {
 func (d *directory) leave() []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append(d.outbox, dirLeave)
+	// Taken, not shared: the heartbeat may still append to the outbox
+	// while Close publishes this.
+	out := append(d.outbox, dirLeave)
+	d.outbox = nil
+	return out
 }
 
 // takeOutbox returns the records to publish, a snapshot included when one
