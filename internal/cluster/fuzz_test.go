@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/relayd/relayd/internal/protocol"
 	"github.com/relayd/relayd/internal/registry"
 )
 
@@ -81,32 +82,13 @@ func FuzzDataMessage(f *testing.F) {
 		c.onData(&nats.Msg{Subject: c.prefix + "data." + c.instance + ".peer", Data: msg})
 		c.onCredit(&nats.Msg{Subject: c.prefix + "credit." + c.instance + ".peer", Data: msg})
 		for _, got := range bob.got() {
-			to, ok := transferTo(got)
+			to, ok := protocol.TransferTo(got)
 			if !ok || string(to) != "bob" {
 				t.Fatalf("delivered %q, which is not a transfer frame to bob", got)
 			}
 		}
 		if a := c.dir.node([]byte("peer")); a != nil && a.asm.buf != nil && a.asm.total > c.maxFrame {
 			t.Fatal("reassembly beyond MaxFrame")
-		}
-	})
-}
-
-func FuzzTransferTo(f *testing.F) {
-	b, _ := appendTransferForTest("alice", "bob", []byte("hi"))
-	f.Add(b)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		to, ok := transferTo(b)
-		if !ok {
-			return
-		}
-		// Accepted means exactly one well-formed frame: re-encoding it
-		// from its parts gives the same bytes.
-		from := b[7 : 7+int(b[6])]
-		payload := b[len(b)-int(binary.BigEndian.Uint32(b[7+len(from)+1+len(to):])):]
-		again, err := appendTransferForTest(string(from), string(to), payload)
-		if err != nil || !bytes.Equal(again, b) {
-			t.Fatalf("accepted %x, which re-encodes as %x (%v)", b, again, err)
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/relayd/relayd/internal/bufpool"
+	"github.com/relayd/relayd/internal/protocol"
 	"github.com/relayd/relayd/internal/registry"
 )
 
@@ -112,7 +113,7 @@ func (c *Cluster) onData(m *nats.Msg) {
 // deliverIn hands one frame from l's node to its local receiver. Called by
 // the data subscription's goroutine only.
 func (c *Cluster) deliverIn(l *link, frame []byte) {
-	to, ok := transferTo(frame)
+	to, ok := protocol.TransferTo(frame)
 	if !ok {
 		c.dropMalformed.Add(1) // not credited: it came from a broken node
 		return

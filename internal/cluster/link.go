@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"sync"
 
+	"github.com/relayd/relayd/internal/protocol"
 	"github.com/relayd/relayd/internal/registry"
 )
 
@@ -325,7 +326,7 @@ func (l *link) publish(subj string, m []byte, frames uint64) {
 // window needs nothing: the next acknowledgement covers the frame.
 func (l *link) lost(frame []byte) {
 	l.c.dropDown.Add(1)
-	if to, ok := transferTo(frame); ok {
+	if to, ok := protocol.TransferTo(frame); ok {
 		if p, ok := l.c.dir.lookupRemote(to); ok && p.node == l.node {
 			p.win.give(int64(len(frame)))
 		}

@@ -3,8 +3,6 @@ package cluster
 import (
 	"encoding/binary"
 	"errors"
-
-	"github.com/relayd/relayd/internal/protocol"
 )
 
 // The bytes nodes exchange over NATS. Every integer is big-endian. Nothing
@@ -70,31 +68,6 @@ func nextRecord(b []byte) (kind byte, body, rest []byte, err error) {
 	}
 	end := recHeader + int(n)
 	return b[0], b[recHeader:end], b[end:], nil
-}
-
-// transferTo returns the ToClientID of frame if frame is exactly one
-// well-formed transfer frame addressed to someone (not a heartbeat).
-func transferTo(frame []byte) ([]byte, bool) {
-	const fixed = protocol.HeaderLen + 1 + 1 + 4 // header, two lengths, payload length
-	if len(frame) < fixed+2 || string(frame[:4]) != protocol.Magic ||
-		frame[4] != protocol.Version || frame[5] != protocol.CmdTransfer {
-		return nil, false
-	}
-	fromLen := int(frame[6])
-	if fromLen == 0 || len(frame) < fixed+fromLen+1 {
-		return nil, false
-	}
-	off := 7 + fromLen
-	toLen := int(frame[off])
-	if toLen == 0 || len(frame) < fixed+fromLen+toLen {
-		return nil, false
-	}
-	to := frame[off+1 : off+1+toLen]
-	n := binary.BigEndian.Uint32(frame[off+1+toLen:])
-	if uint64(len(frame)) != uint64(fixed+fromLen+toLen)+uint64(n) {
-		return nil, false
-	}
-	return to, true
 }
 
 // appendCredit appends one credit entry.

@@ -61,3 +61,24 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// TransferTo accepts exactly the bytes of one well-formed transfer frame:
+// re-encoding an accepted frame from its parts gives the same bytes.
+func FuzzTransferTo(f *testing.F) {
+	b, _ := AppendTransfer(nil, "alice", "bob", []byte("hi"))
+	f.Add(b)
+	hb, _ := AppendTransfer(nil, "alice", "", nil)
+	f.Add(hb)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		to, ok := TransferTo(b)
+		if !ok {
+			return
+		}
+		from := b[HeaderLen+1 : HeaderLen+1+int(b[HeaderLen])]
+		payload := b[TransferLen(len(from), len(to), 0):]
+		again, err := AppendTransfer(nil, from, to, payload)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("accepted %x, which re-encodes as %x (%v)", b, again, err)
+		}
+	})
+}

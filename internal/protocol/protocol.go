@@ -72,6 +72,33 @@ func PayloadLen(frame []byte) int {
 	return len(frame) - TransferLen(fromLen, toLen, 0)
 }
 
+// TransferTo returns the ToClientID of frame if frame is exactly one
+// well-formed transfer frame addressed to someone (not a heartbeat). It
+// checks bytes no Reader has seen: a cluster node's, which are trusted no
+// more than a client's.
+func TransferTo(frame []byte) ([]byte, bool) {
+	const fixed = HeaderLen + 1 + 1 + 4 // header, two lengths, payload length
+	if len(frame) < fixed+2 || string(frame[:4]) != Magic ||
+		frame[4] != Version || frame[5] != CmdTransfer {
+		return nil, false
+	}
+	fromLen := int(frame[HeaderLen])
+	if fromLen == 0 || len(frame) < fixed+fromLen+1 {
+		return nil, false
+	}
+	off := HeaderLen + 1 + fromLen
+	toLen := int(frame[off])
+	if toLen == 0 || len(frame) < fixed+fromLen+toLen {
+		return nil, false
+	}
+	to := frame[off+1 : off+1+toLen]
+	n := binary.BigEndian.Uint32(frame[off+1+toLen:])
+	if uint64(len(frame)) != uint64(TransferLen(fromLen, toLen, 0))+uint64(n) {
+		return nil, false
+	}
+	return to, true
+}
+
 // ID is a ClientID: opaque bytes, held as a string or a byte slice.
 type ID interface{ ~string | ~[]byte }
 
