@@ -15,6 +15,7 @@ import (
 
 	"github.com/relayd/relayd/internal/protocol"
 	"github.com/relayd/relayd/internal/registry"
+	"github.com/relayd/relayd/internal/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -95,13 +96,7 @@ func newNodes(t *testing.T, n int, url string) []*testNode {
 // waitFor polls cond until it holds or 10 s have passed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, what, cond)
 }
 
 // fakePeer is a local connection: it records what it is given, and answers

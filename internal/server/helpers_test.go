@@ -18,6 +18,7 @@ import (
 	"github.com/relayd/relayd/client"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/protocol"
+	"github.com/relayd/relayd/internal/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -81,16 +82,10 @@ func startDefault(t *testing.T, mod func(*config.Limits)) (*Server, string) {
 	return s, s.Addrs()["plain"].String()
 }
 
-// eventually waits until cond holds, failing the test after a deadline.
+// eventually polls cond until it holds or 10 s have passed.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, what, cond)
 }
 
 // waitOnline waits until id is registered, since the protocol has no login ack.
