@@ -3,30 +3,19 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-
 	"github.com/relayd/relayd/config"
+	"github.com/relayd/relayd/internal/relaytest"
 )
 
 // startCluster runs an embedded nats-server and two relayd nodes of one
 // cluster on it; it returns each node's TCP address and ws:// URL.
 func startCluster(t *testing.T) (addrA, addrB, urlB string) {
 	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nats := "nats://" + ns.Addr().(*net.TCPAddr).String()
+	nats := relaytest.NATSURL(relaytest.StartNATS(t, relaytest.NATSOptions()))
 	var addrs [2]string
 	for i, node := range []string{"a", "b"} {
 		cfg, err := config.Parse("bench.toml", fmt.Appendf(nil, `

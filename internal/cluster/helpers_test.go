@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/relayd/relayd/internal/protocol"
 	"github.com/relayd/relayd/internal/registry"
+	"github.com/relayd/relayd/internal/relaytest"
 	"github.com/relayd/relayd/internal/wait"
 )
 
@@ -25,30 +25,18 @@ func TestMain(m *testing.M) {
 // natsOpts returns options for an embedded server on 127.0.0.1; port 0
 // lets the kernel choose.
 func natsOpts(port int) *natsserver.Options {
-	if port == 0 {
-		port = natsserver.RANDOM_PORT
+	o := relaytest.NATSOptions()
+	if port != 0 {
+		o.Port = port
 	}
-	return &natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true}
+	return o
 }
 
-// startNATS runs an embedded nats-server until the test ends.
 func startNATS(t *testing.T, o *natsserver.Options) *natsserver.Server {
-	t.Helper()
-	s, err := natsserver.NewServer(o)
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
+	return relaytest.StartNATS(t, o)
 }
 
-func natsURL(s *natsserver.Server) string {
-	return "nats://" + s.Addr().(*net.TCPAddr).String()
-}
+func natsURL(s *natsserver.Server) string { return relaytest.NATSURL(s) }
 
 // testNode is one relayd node: a Cluster over its own local registry.
 type testNode struct {
@@ -274,18 +262,7 @@ func (p *countPeer) Deliver([]byte, *registry.Waiter) registry.Result {
 }
 func (p *countPeer) Kick() {}
 
-func startNATSB(b *testing.B) *natsserver.Server {
-	s, err := natsserver.NewServer(natsOpts(0))
-	if err != nil {
-		b.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		b.Fatal("nats-server did not start")
-	}
-	b.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
-}
+func startNATSB(b *testing.B) *natsserver.Server { return relaytest.StartNATS(b, natsOpts(0)) }
 
 func newNodeB(b *testing.B, name, url string) *Cluster {
 	c, err := New(Options{Name: "bench", NodeID: name, URLs: []string{url}}, registry.NewLocal())

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-
 	"github.com/relayd/relayd/client"
 	"github.com/relayd/relayd/config"
 	"github.com/relayd/relayd/internal/relaytest"
@@ -24,16 +22,9 @@ import (
 // startNATS runs an embedded nats-server on a kernel-chosen loopback port.
 func startNATS(t *testing.T, maxPayload int32) string {
 	t.Helper()
-	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoLog: true, NoSigs: true, MaxPayload: maxPayload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return "nats://" + s.Addr().(*net.TCPAddr).String()
+	o := relaytest.NATSOptions()
+	o.MaxPayload = maxPayload
+	return relaytest.NATSURL(relaytest.StartNATS(t, o))
 }
 
 // startNode starts a relayd daemon that joins the cluster at natsURL.
