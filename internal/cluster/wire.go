@@ -104,51 +104,52 @@ type dirRecord struct {
 	ents   []byte // snapshot entries, parsed by nextSnapEntry
 }
 
+// reader takes fields off the front of b; reading past its end sets bad
+// and yields zeros from then on.
 type reader struct {
 	b   []byte
 	bad bool
 }
 
-func (r *reader) u8() byte {
-	if len(r.b) < 1 {
+// take returns the next n bytes, or nil and bad when there are fewer.
+func (r *reader) take(n int) []byte {
+	if r.bad || len(r.b) < n {
 		r.bad = true
-		return 0
+		return nil
 	}
-	v := r.b[0]
-	r.b = r.b[1:]
+	v := r.b[:n:n]
+	r.b = r.b[n:]
 	return v
+}
+
+func (r *reader) u8() byte {
+	if v := r.take(1); v != nil {
+		return v[0]
+	}
+	return 0
 }
 
 func (r *reader) u32() uint32 {
-	if len(r.b) < 4 {
-		r.bad = true
-		return 0
+	if v := r.take(4); v != nil {
+		return binary.BigEndian.Uint32(v)
 	}
-	v := binary.BigEndian.Uint32(r.b)
-	r.b = r.b[4:]
-	return v
+	return 0
 }
 
 func (r *reader) u64() uint64 {
-	if len(r.b) < 8 {
-		r.bad = true
-		return 0
+	if v := r.take(8); v != nil {
+		return binary.BigEndian.Uint64(v)
 	}
-	v := binary.BigEndian.Uint64(r.b)
-	r.b = r.b[8:]
-	return v
+	return 0
 }
 
 // str reads a u8-length-prefixed string of at least min bytes.
 func (r *reader) str(min int) []byte {
 	n := int(r.u8())
-	if r.bad || n < min || len(r.b) < n {
+	if !r.bad && n < min {
 		r.bad = true
-		return nil
 	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
+	return r.take(n)
 }
 
 // nextDir decodes the first directory record of b.
