@@ -131,33 +131,18 @@ func (p *fakePeer) Deliver(frame []byte, w *registry.Waiter) registry.Result {
 	return registry.Delivered
 }
 
-func (p *fakePeer) Kick() {
-	p.mu.Lock()
-	p.kicked = true
-	ws := p.waiters
-	p.waiters = nil
-	p.mu.Unlock()
-	for _, w := range ws {
-		w.Signal()
-	}
-}
+func (p *fakePeer) Kick() { p.change(func() { p.kicked = true }) }
 
 // take empties the queue, as a client reading its socket, and wakes the
 // senders waiting for room.
-func (p *fakePeer) take() {
-	p.mu.Lock()
-	p.queued = 0
-	ws := p.waiters
-	p.waiters = nil
-	p.mu.Unlock()
-	for _, w := range ws {
-		w.Signal()
-	}
-}
+func (p *fakePeer) take() { p.change(func() { p.queued = 0 }) }
 
-func (p *fakePeer) set(r registry.Result) {
+func (p *fakePeer) set(r registry.Result) { p.change(func() { p.answer = r }) }
+
+// change applies f under mu and wakes the senders waiting, who look again.
+func (p *fakePeer) change(f func()) {
 	p.mu.Lock()
-	p.answer = r
+	f()
 	ws := p.waiters
 	p.waiters = nil
 	p.mu.Unlock()
