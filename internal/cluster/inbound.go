@@ -50,6 +50,7 @@ func (c *Cluster) onData(m *nats.Msg) {
 	}
 	c.cs, c.csLast = c.cs[:0], -1
 	var frames uint64
+	var pos int64 // where the sender says the batch ends, if this message ends one
 	for b := m.Data; len(b) > 0; {
 		kind, body, rest, err := nextRecord(b)
 		if err != nil {
@@ -82,7 +83,7 @@ func (c *Cluster) onData(m *nats.Msg) {
 				c.dropMalformed.Add(1)
 				continue
 			}
-			l.readUpTo(int64(binary.BigEndian.Uint64(body)))
+			pos = max(pos, int64(binary.BigEndian.Uint64(body)))
 		case kindMore:
 			a := &n.asm
 			if a.skip {
@@ -105,8 +106,8 @@ func (c *Cluster) onData(m *nats.Msg) {
 		}
 	}
 	c.framesReceived.Add(frames)
-	if len(c.cs) > 0 {
-		l.addCredits(c.cs)
+	if len(c.cs) > 0 || pos > 0 {
+		l.received(c.cs, pos)
 	}
 }
 

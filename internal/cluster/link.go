@@ -167,13 +167,15 @@ func reuseUpTo(b []byte, most int) []byte {
 	return b[:0]
 }
 
-// readUpTo records that the node's frames up to pos were read here, for
-// the next credit message to acknowledge.
-func (l *link) readUpTo(pos int64) {
+// received queues the credit entries for one message from the node, and
+// the position its frames were read up to, for one credit message to
+// carry both.
+func (l *link) received(entries []byte, pos int64) {
 	l.mu.Lock()
-	if pos > l.readTo {
-		l.readTo = pos
+	if !l.closed {
+		l.credits = append(l.credits, entries...)
 	}
+	l.readTo = max(l.readTo, pos)
 	l.mu.Unlock()
 	l.wake()
 }
@@ -218,12 +220,12 @@ func (l *link) run() {
 			l.ackedTo = readTo
 		}
 		if len(frames) > 0 {
+			// The batch ends with where it ends, in its last message: what
+			// the node acknowledges once read. Lost, the next batch's
+			// covers it.
+			frames = appendRecordHeader(frames, kindPos, 8)
+			frames = binary.BigEndian.AppendUint64(frames, uint64(end))
 			l.publishFrames(frames, max)
-			// Where the batch ends: what the node acknowledges once read.
-			// Lost, it is covered by the next batch's.
-			m := appendRecordHeader(reuse(l.scratch), kindPos, 8)
-			l.scratch = binary.BigEndian.AppendUint64(m, uint64(end))
-			_ = l.c.nc.Publish(l.dataSubj, l.scratch)
 		}
 
 		l.mu.Lock()
@@ -240,12 +242,14 @@ func (l *link) run() {
 func countFrames(b []byte) uint64 {
 	var n uint64
 	for len(b) > 0 {
-		_, _, rest, err := nextRecord(b)
+		kind, _, rest, err := nextRecord(b)
 		if err != nil {
 			break
 		}
 		b = rest
-		n++
+		if kind == kindFrame {
+			n++
+		}
 	}
 	return n
 }
@@ -269,8 +273,8 @@ func (l *link) publishFrames(b []byte, max int) {
 			start = i + n
 		case i+n-start > max:
 			flush(i)
-			frames = 1
-		default:
+		}
+		if b[i] == kindFrame && n <= max {
 			frames++
 		}
 		i += n
@@ -309,11 +313,13 @@ func (l *link) publishLarge(frame []byte, max int) {
 func (l *link) publish(subj string, m []byte, frames uint64) {
 	if err := l.c.nc.Publish(subj, m); err != nil {
 		for b := m; len(b) > 0; {
-			_, body, rest, err := nextRecord(b)
+			kind, body, rest, err := nextRecord(b)
 			if err != nil {
 				break
 			}
-			l.lost(body)
+			if kind == kindFrame {
+				l.lost(body)
+			}
 			b = rest
 		}
 		return

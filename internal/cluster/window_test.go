@@ -285,3 +285,46 @@ func TestWindowTake(t *testing.T) {
 		t.Fatalf("a window without credit for its stale time did not start over (resets %d)", resets.Load())
 	}
 }
+
+// A frame on its own, as chat sends them, costs one data message (its
+// batch's position rides along) and one credit message back (the
+// acknowledgement rides along).
+func TestOneFrameOneMessageEachWay(t *testing.T) {
+	s := startNATS(t, natsOpts(0))
+	nodes := newNodes(t, 2, natsURL(s))
+	a, b := nodes[0], nodes[1]
+	bob := newPeer("bob")
+	login(t, b, "bob", bob)
+	remote(t, a, "bob")
+
+	spy, err := nats.Connect(natsURL(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	var data, credit atomic.Int32
+	for subj, n := range map[string]*atomic.Int32{a.prefix + "data.>": &data, a.prefix + "credit.>": &credit} {
+		if _, err := spy.Subscribe(subj, func(*nats.Msg) { n.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if r := send(a, registry.NewWaiter(), "bob", seqFrame(t, "bob", i)); r != registry.Sent {
+			t.Fatalf("send: %v", r)
+		}
+		waitFor(t, "the frame and its credit", func() bool { return bob.count() == i+1 && credit.Load() == int32(i+1) })
+	}
+	var l *link
+	a.forEachLink(func(x *link) { l = x })
+	waitFor(t, "node A's window to node B to empty", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.win.inflightLocked() == 0
+	})
+	if d, c := data.Load(), credit.Load(); d != 5 || c != 5 {
+		t.Fatalf("5 frames one at a time took %d data and %d credit messages, want 5 and 5", d, c)
+	}
+}

@@ -16,7 +16,7 @@ import (
 //	kindBegin: body is total u32 | the first part of a frame larger than one NATS message
 //	kindMore:  body is the next part of that frame; it is complete at total bytes
 //	kindPos:   body is pos u64: the frame bytes the sender has queued for
-//	           the node, ever, at the end of the batch just sent
+//	           the node, ever; the last record of a batch's last message
 //
 // Credit (subject relayd.<name>.credit.<to node>.<from node>): the last pos
 // received from that node, then entries
