@@ -10,7 +10,11 @@
 //     fills. A line ending in "&" starts a background command (a relayd):
 //     the script goes on once that command has printed its first line, the
 //     command must still be running when the block ends, and it is stopped
-//     then.
+//     then. Each block runs in a network namespace of its own (unshare
+//     --net --map-root-user, loopback only) where the system allows one:
+//     the blocks bind the fixed ports the README shows (33333, 40000),
+//     which lie in the kernel's ephemeral range, so on the shared network
+//     a connection of a test running beside this one can hold them.
 //   - ```sh norun blocks are shown, not run: commands that need root, a
 //     package install, systemd, minutes of benchmarks, or that are the test
 //     suite itself. Mark a new block norun only for such a reason.
@@ -137,6 +141,14 @@ done
 func TestReadmeShellBlocks(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "bin")
 	env := append(os.Environ(), "GOBIN="+bin, "PATH="+strings.Join(append([]string{bin}, pathWithoutRelayd()...), string(os.PathListSeparator)))
+	isolate := isolatedNetwork()
+	if isolate == nil {
+		t.Log("no network namespace here (unshare --net --map-root-user failed): the blocks bind ports 33333 and 40000 of this machine")
+	} else if out, err := exec.Command("go", "list", "-deps", "./cmd/...").CombinedOutput(); err != nil {
+		// The namespace has no route to the module proxy: fill the
+		// module cache first, as a user's first go install would.
+		t.Fatalf("go list -deps ./cmd/...: %v\n%s", err, out)
+	}
 	ran := 0
 	for _, b := range readmeBlocks(t) {
 		if (b.lang != "sh" && b.lang != "bash") || b.norun {
@@ -146,7 +158,8 @@ func TestReadmeShellBlocks(t *testing.T) {
 		t.Run(fmt.Sprintf("README.md:%d", b.line), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, "bash", "-x", "-c", script(b.body))
+			argv := append(isolate, "bash", "-x", "-c", script(b.body))
+			cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 			cmd.Env = env
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -222,6 +235,17 @@ func TestReadmeGoBlocks(t *testing.T) {
 	if ran == 0 {
 		t.Fatal("no go block in README.md")
 	}
+}
+
+// isolatedNetwork returns the command prefix that runs a shell block in a
+// network namespace of its own with only loopback up, or nil where the
+// system does not allow an unprivileged one.
+func isolatedNetwork() []string {
+	prefix := []string{"unshare", "--net", "--map-root-user", "--", "sh", "-c", `ip link set lo up && exec "$@"`, "sh"}
+	if err := exec.Command(prefix[0], append(prefix[1:], "true")...).Run(); err != nil {
+		return nil
+	}
+	return prefix
 }
 
 // pathWithoutRelayd is $PATH less the directories that hold a relayd
