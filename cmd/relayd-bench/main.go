@@ -18,8 +18,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -125,7 +127,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			OpenLoop: *openLoop && !*closedLoop, Window: *window, Settle: *settle})
 		res, human = r, func() string {
 			return fmt.Sprintf("%s (%s loop, %s%s)  pairs=%d size=%dB  %.0f frames/s  %.1f MB/s  in flight=%d  sent=%d drops=%d gaps=%d reordered=%d  server=%s bench=%.2f cores",
-				r.Mode, r.Loop, r.Transport, crossNode(r.CrossNode), r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.InFlight, r.Sent, r.Drops, r.Gaps, r.Reordered, cores(r.ServerCores), r.BenchCores)
+				r.Mode, r.Loop, r.Transport, crossNode(r.CrossNode), r.Pairs, r.Size, r.FramesPerSec, r.MBPerSec, r.InFlight, r.Sent, r.Drops, r.Gaps, r.Reordered, cores(r.ServerCores), r.BenchCores) +
+				processCores(r.ProcessCores)
 		}
 	case "latency":
 		var r *bench.LatencyResult
@@ -212,6 +215,15 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// processCores is " NAME=C cores" for each --cpu-pid process, by name.
+func processCores(m map[string]float64) string {
+	var b strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(&b, " %s=%s", name, cores(m[name]))
+	}
+	return b.String()
 }
 
 // cpuPIDs is the repeatable --cpu-pid NAME=PID.
