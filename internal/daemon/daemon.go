@@ -181,7 +181,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-statusTick.C:
 			d.notify(d.status(""))
 		case <-trimTick.C:
-			if free := trim.maybe(); free > 0 {
+			var headroom uint64
+			if d.cluster.Load() != nil {
+				headroom = clusterHeadroom
+			}
+			if free := trim.maybe(headroom); free > 0 {
 				d.log.Debug("returned free heap to the OS", "bytes", free)
 			}
 		case <-d.changes():
