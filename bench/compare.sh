@@ -34,16 +34,18 @@ RELAYD_WS_PORT=${RELAYD_WS_PORT:-23334}
 CLUSTER_NATS_PORT=${CLUSTER_NATS_PORT:-24223}
 NODE_A_PORT=${NODE_A_PORT:-23341}
 NODE_B_PORT=${NODE_B_PORT:-23342}
+HOPS_PORT=${HOPS_PORT:-23350} # and the next three
 export PATH="/usr/local/go/bin:$PATH"
 
 mkdir -p "$OUT" bin
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-echo "building relayd, relayd-bench, natsbench and nats-server v2.15.2..." >&2
+echo "building relayd, relayd-bench, natsbench, hops and nats-server v2.15.2..." >&2
 go build -o bin/relayd ./cmd/relayd
 go build -o bin/relayd-bench ./cmd/relayd-bench
-(cd bench && go build -o ../bin/natsbench ./natsbench && go build -o ../bin/bench-report ./report)
+(cd bench && go build -o ../bin/natsbench ./natsbench && go build -o ../bin/bench-report ./report &&
+    go build -o ../bin/hops ./hops)
 GOBIN="$PWD/bin" go install github.com/nats-io/nats-server/v2@v2.15.2
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -212,6 +214,27 @@ record cluster-cross "$(bench bin/relayd-bench throughput --addr "$node_a" --rec
     --cpu-pid "node-a=$node_a_pid" --cpu-pid "nats=$cluster_nats_pid" --cpu-pid "node-b=$node_b_pid" \
     --pairs 64 --size 1024 $loop $common --json)"
 stop_cluster
+# The copy-only ceiling of those two shapes (bench/hops): forwarders that
+# only read and write, pinned where the relays were, the load where
+# relayd-bench was. The cluster's three processes each copy every frame
+# once more than a single node does; this is what that alone costs.
+echo "copy-only forwarders: one hop, and the cluster's three" >&2
+hops_run() { # hops_run TOPOLOGY MODE...: one forwarder per mode, first to last
+    local port pids="" topology=$1
+    shift
+    port=$((HOPS_PORT + $#))
+    for mode in $(printf '%s\n' "$@" | tac); do # from the last hop back
+        taskset -c "$SERVER_CPU" bin/hops forward --mode "$mode" --listen "127.0.0.1:$((port - 1))" \
+            --next "127.0.0.1:$port" --conns 64 2>>"$work/hops.log" &
+        pids="$pids $!"
+        port=$((port - 1))
+    done
+    record "hops-$topology" "$(bench bin/hops load --topology "$topology" --first "127.0.0.1:$HOPS_PORT" \
+        --sink "127.0.0.1:$((HOPS_PORT + $#))" --conns 64 $common)"
+    for pid in $pids; do wait "$pid" 2>/dev/null || true; done
+}
+hops_run single pair
+hops_run cross mux fwd demux
 
 # Round trips swing by a third between windows on a shared machine: the two
 # servers take turns, LAT_ROUNDS times, and the report takes the median.

@@ -220,6 +220,12 @@ func (rs *results) clusterTable(b *strings.Builder) {
 	if line := cpuPerFrame(cross, single); line != "" {
 		fmt.Fprintln(b, line)
 	}
+	if hs, hc := rs.other["hops"]["hops-single"], rs.other["hops"]["hops-cross"]; hs.MBPerSec > 0 && hc.MBPerSec > 0 {
+		// What the shape allows at all: with no protocol, three processes
+		// that each copy every byte against one.
+		fmt.Fprintf(b, "| the same shapes copy-only (bench/hops: forwarders that only read and write, pinned alike), MB/s | %.0f | %.0f | %s | the ceiling of the first row's ratio | | |\n",
+			hc.MBPerSec, hs.MBPerSec, ratio(hc.MBPerSec, hs.MBPerSec))
+	}
 	if rl := rs.latency["relayd"]; len(crl) > 0 && len(rl) > 0 {
 		c, r := medians(crl), medians(rl)
 		fmt.Fprintf(b, "| cross-node 64 B round trip p50, median of %d rounds (%s) | %.0f µs | %.0f µs | %s | ≤ %.0f× | %s | |\n",

@@ -80,6 +80,8 @@ func TestWSAndClusterTables(t *testing.T) {
 {"system":"relayd","result":{"mode":"idle","conns":10000,"server_rss_bytes_per_conn":3072}}
 {"system":"relayd-ws","result":{"mode":"idle","conns":10000,"server_rss_bytes_per_conn":4096}}
 {"system":"cluster-directory","result":{"mode":"idle","conns":10000,"server_rss_bytes_per_conn":150}}
+{"system":"hops-single","result":{"mode":"hops","topology":"single","pairs":64,"mb_per_sec":2000}}
+{"system":"hops-cross","result":{"mode":"hops","topology":"cross","pairs":64,"mb_per_sec":500}}
 `
 	rs, err := parse(strings.NewReader(in))
 	if err != nil {
@@ -94,6 +96,7 @@ func TestWSAndClusterTables(t *testing.T) {
 		"| idle logged-in connections (10000), server RSS per connection | 4.0 KiB | 3.0 KiB | 1.33× | ≤ 8 KiB | met | |",
 		"| cross-node 1 KiB × 64 (senders on A, receivers on B), frames/s | 400.0 k | 1.00 M | 0.40× | ≥ 0.5×, zero drops | **missed** | 7 / 7 / 0 |",
 		"| cross-node CPU per frame on the server core, µs (nats 0.75, node-a 0.75, node-b 1.00) | 2.50 | 1.00 | 2.50× | | | |",
+		"| the same shapes copy-only (bench/hops: forwarders that only read and write, pinned alike), MB/s | 500 | 2000 | 0.25× | the ceiling of the first row's ratio | | |",
 		"| cross-node 64 B round trip p50, median of 1 rounds (350 µs) | 350 µs | 100 µs | 3.50× | ≤ 3× | **missed** | |",
 		"| local pairs on a clustered node, 1 KiB × 64, frames/s | 970.0 k | 1.00 M | 0.97× | within 5 % | met | 0 / 0 / 0 |",
 		"| node B's RSS per client logged in on node A (10000 clients) | 150 B | | | ≤ 200 B at 100,000 | met | |",
