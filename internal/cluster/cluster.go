@@ -53,7 +53,11 @@ type Options struct {
 	// OutboundBuffer bounds the frames waiting to be published to one
 	// node; 0: 16 MiB.
 	OutboundBuffer int
-	Log            *slog.Logger
+	// CreditDelay is how long credits for a node wait for frames going to
+	// it, to go out with them, unless they add up to a quarter of a
+	// window first; 0: 1ms.
+	CreditDelay time.Duration
+	Log         *slog.Logger
 }
 
 // Stats are the cluster's counters and gauges.
@@ -108,9 +112,10 @@ type Cluster struct {
 	closeOnce sync.Once
 
 	// Owned by the data subscription's goroutine.
-	probe  *registry.Waiter // passed to a local receiver, kept by it when it answers Wait
-	cs     []byte           // credit entries for the message being handled
-	csLast int              // offset of the last entry in cs; -1 when none
+	probe   *registry.Waiter // passed to a local receiver, kept by it when it answers Wait
+	cs      []byte           // credit entries for the message being handled
+	csLast  int              // offset of the last entry in cs; -1 when none
+	csBytes int64            // bytes cs credits
 
 	// testLoseData, set by tests, loses the data messages it returns true
 	// for, as the network may.
@@ -190,6 +195,9 @@ func New(opt Options, local *registry.Local) (*Cluster, error) {
 	}
 	if opt.OutboundBuffer == 0 {
 		opt.OutboundBuffer = 16 << 20
+	}
+	if opt.CreditDelay == 0 {
+		opt.CreditDelay = time.Millisecond
 	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)

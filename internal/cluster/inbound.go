@@ -48,7 +48,7 @@ func (c *Cluster) onData(m *nats.Msg) {
 	if l == nil {
 		return // the cluster is closing
 	}
-	c.cs, c.csLast = c.cs[:0], -1
+	c.cs, c.csLast, c.csBytes = c.cs[:0], -1, 0
 	var frames uint64
 	var pos int64 // where the sender says the batch ends, if this message ends one
 	for b := m.Data; len(b) > 0; {
@@ -107,7 +107,7 @@ func (c *Cluster) onData(m *nats.Msg) {
 	}
 	c.framesReceived.Add(frames)
 	if len(c.cs) > 0 || pos > 0 {
-		l.received(c.cs, pos)
+		l.received(c.cs, c.csBytes, pos)
 	}
 }
 
@@ -163,6 +163,7 @@ func (c *Cluster) deliverIn(l *link, frame []byte) {
 // credit adds n bytes of credit for id to the entries for the current
 // message's sender, merging runs of frames to one receiver.
 func (c *Cluster) credit(id []byte, n int) {
+	c.csBytes += int64(n)
 	if c.csLast >= 0 {
 		last := c.cs[c.csLast:]
 		if l := int(last[0]); bytes.Equal(last[1:1+l], id) {
@@ -234,7 +235,7 @@ func (in *inbound) push(l *link, frame []byte) {
 	defer in.mu.Unlock()
 	if in.bytes > 0 && in.bytes+len(frame) > in.c.pendingMax {
 		in.c.dropQueueFull.Add(1)
-		l.addCredits(appendCredit(nil, []byte(in.id), int64(len(frame))))
+		l.addCredits(appendCredit(nil, []byte(in.id), int64(len(frame))), int64(len(frame)))
 		return
 	}
 	in.q = append(in.q, frame...)
@@ -285,7 +286,7 @@ func (in *inbound) run() {
 			}
 			in.pop()
 			credit = appendCredit(credit[:0], []byte(in.id), int64(e.n))
-			e.l.addCredits(credit)
+			e.l.addCredits(credit, int64(e.n))
 		}
 	}
 }
@@ -338,7 +339,7 @@ func (in *inbound) dropAll(counter interface{ Add(uint64) uint64 }) {
 	defer in.mu.Unlock()
 	for _, e := range in.ents[in.head:] {
 		counter.Add(1)
-		e.l.addCredits(appendCredit(nil, []byte(in.id), int64(e.n)))
+		e.l.addCredits(appendCredit(nil, []byte(in.id), int64(e.n)), int64(e.n))
 	}
 	in.q, in.ents, in.head, in.off, in.bytes = nil, nil, 0, 0, 0
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/binary"
 	"sync"
+	"time"
 
 	"github.com/relayd/relayd/internal/protocol"
 	"github.com/relayd/relayd/internal/registry"
@@ -12,6 +13,15 @@ import (
 // buffers and return; its own goroutine publishes them, many frames per NATS
 // message while the previous publish was under way, so batching falls out of
 // the loop's shape and a client's read loop never waits on NATS.
+//
+// Credits (and the acknowledgement of the node's frames) wait up to
+// CreditDelay for frames going to the node, to go out in the same flush,
+// unless they add up to a quarter of a window first: a reply crossing the
+// cluster then shares its trip with the credit for the request, where a
+// credit of its own woke nats-server and the other node once more while
+// the reply was on its way (64 B round trip between nodes, p50 400 -> 275-325
+// µs). A quarter of a window is four times what a sender still has when its
+// credit leaves.
 type link struct {
 	// Static after construction.
 	c          *Cluster
@@ -21,14 +31,15 @@ type link struct {
 	kick       chan struct{} // capacity 1: there is something to publish
 	stop       chan struct{} // closed when the node is dropped
 
-	mu      sync.Mutex
-	frames  []byte           // data records waiting, guarded by mu
-	credits []byte           // credit entries waiting, guarded by mu
-	sending int              // bytes of records being published now, guarded by mu
-	win     nodeWindow       // frames queued for the node and not yet acknowledged
-	readTo  int64            // guarded by mu: the position the node's frames were read up to here, to acknowledge
-	waiters registry.Waiters // senders waiting for room or credit, guarded by mu
-	closed  bool             // guarded by mu
+	mu          sync.Mutex
+	frames      []byte           // data records waiting, guarded by mu
+	credits     []byte           // credit entries waiting, guarded by mu
+	creditBytes int64            // guarded by mu: the bytes credits credit
+	sending     int              // bytes of records being published now, guarded by mu
+	win         nodeWindow       // frames queued for the node and not yet acknowledged
+	readTo      int64            // guarded by mu: the position the node's frames were read up to here, to acknowledge
+	waiters     registry.Waiters // senders waiting for room or credit, guarded by mu
+	closed      bool             // guarded by mu
 
 	// Owned by the link's goroutine.
 	spareFrames, spareCredits []byte
@@ -144,11 +155,12 @@ func (p *remotePeer) Deliver(frame []byte, w *registry.Waiter) registry.Result {
 // when it hears of the newer login.
 func (p *remotePeer) Kick() {}
 
-// addCredits queues credit entries for the node.
-func (l *link) addCredits(entries []byte) {
+// addCredits queues credit entries for the node, for n bytes.
+func (l *link) addCredits(entries []byte, n int64) {
 	l.mu.Lock()
 	if !l.closed {
 		l.credits = append(l.credits, entries...)
+		l.creditBytes += n
 	}
 	l.mu.Unlock()
 	l.wake()
@@ -167,13 +179,14 @@ func reuseUpTo(b []byte, most int) []byte {
 	return b[:0]
 }
 
-// received queues the credit entries for one message from the node, and
-// the position its frames were read up to, for one credit message to
-// carry both.
-func (l *link) received(entries []byte, pos int64) {
+// received queues the credit entries for one message from the node (for n
+// bytes), and the position its frames were read up to, for one credit
+// message to carry both.
+func (l *link) received(entries []byte, n, pos int64) {
 	l.mu.Lock()
 	if !l.closed {
 		l.credits = append(l.credits, entries...)
+		l.creditBytes += n
 	}
 	l.readTo = max(l.readTo, pos)
 	l.mu.Unlock()
@@ -198,9 +211,16 @@ func (l *link) resetWindow() {
 // run publishes what senders queue until the link stops.
 func (l *link) run() {
 	defer l.c.wg.Done()
+	hold := time.NewTimer(time.Hour) // armed while credits wait for frames
+	hold.Stop()
+	defer hold.Stop()
+	held := false
 	for {
+		due := false // held long enough
 		select {
 		case <-l.kick:
+		case <-hold.C:
+			held, due = false, true
 		case <-l.stop:
 			l.mu.Lock()
 			l.c.dropShutdown.Add(countFrames(l.frames))
@@ -209,10 +229,23 @@ func (l *link) run() {
 			return
 		}
 		l.mu.Lock()
+		if len(l.frames) == 0 && !due && !l.creditsPressLocked() {
+			if !held && (len(l.credits) > 0 || l.readTo > l.ackedTo) {
+				hold.Reset(l.c.opt.CreditDelay)
+				held = true
+			}
+			l.mu.Unlock()
+			continue
+		}
 		frames, credits, readTo, end := l.frames, l.credits, l.readTo, l.win.queued
 		l.frames, l.credits = l.spareFrames, l.spareCredits
+		l.creditBytes = 0
 		l.sending = len(frames)
 		l.mu.Unlock()
+		if held {
+			hold.Stop()
+			held = false
+		}
 
 		max := int(l.c.maxMsg.Load())
 		if len(credits) > 0 || readTo > l.ackedTo {
@@ -237,6 +270,13 @@ func (l *link) run() {
 		l.signalWaiters()
 		l.mu.Unlock()
 	}
+}
+
+// creditsPressLocked reports whether the credits and acknowledgement
+// waiting should go now, without frames: they add up to a quarter of a
+// receiver's window, or of the node's. Called by run with mu held.
+func (l *link) creditsPressLocked() bool {
+	return l.creditBytes >= l.c.window/4 || l.readTo-l.ackedTo >= l.c.nodeWindow/4
 }
 
 func countFrames(b []byte) uint64 {

@@ -328,3 +328,78 @@ func TestOneFrameOneMessageEachWay(t *testing.T) {
 		t.Fatalf("5 frames one at a time took %d data and %d credit messages, want 5 and 5", d, c)
 	}
 }
+
+// twoNodesSpied starts two nodes with the given credit delay and window,
+// bob logged in on B and alice on A, and counts the credit messages on the
+// NATS server.
+func twoNodesSpied(t *testing.T, delay time.Duration, window int) (a, b *testNode, alice, bob *fakePeer, credits *atomic.Int32) {
+	t.Helper()
+	s := startNATS(t, natsOpts(0))
+	tweak := func(o *Options) { o.CreditDelay, o.Window = delay, window }
+	a = newNode(t, "nodeA", []string{natsURL(s)}, tweak)
+	b = newNode(t, "nodeB", []string{natsURL(s)}, tweak)
+	spy, err := nats.Connect(natsURL(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(spy.Close)
+	credits = new(atomic.Int32)
+	if _, err := spy.Subscribe(a.prefix+"credit.>", func(*nats.Msg) { credits.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	alice, bob = newPeer("alice"), newPeer("bob")
+	login(t, a, "alice", alice)
+	login(t, b, "bob", bob)
+	remote(t, a, "bob")
+	remote(t, b, "alice")
+	return a, b, alice, bob, credits
+}
+
+// A credit waits CreditDelay for frames going its way before it goes alone.
+func TestCreditWaitsForFramesGoingBack(t *testing.T) {
+	const delay = 200 * time.Millisecond
+	a, _, _, bob, credits := twoNodesSpied(t, delay, 0)
+	start := time.Now()
+	if r := send(a, registry.NewWaiter(), "bob", seqFrame(t, "bob", 1)); r != registry.Sent {
+		t.Fatalf("send: %v", r)
+	}
+	waitFor(t, "the frame and its credit", func() bool { return bob.count() == 1 && credits.Load() == 1 })
+	if took := time.Since(start); took < delay {
+		t.Fatalf("the credit came after %v, before the %v it may wait for frames back", took, delay)
+	}
+}
+
+// A reply takes the credit for the request with it: with a credit delay
+// far beyond the test's deadline, the credit still comes.
+func TestCreditRidesWithTheReply(t *testing.T) {
+	a, b, alice, bob, credits := twoNodesSpied(t, time.Hour, 0)
+	if r := send(a, registry.NewWaiter(), "bob", seqFrame(t, "bob", 1)); r != registry.Sent {
+		t.Fatalf("send: %v", r)
+	}
+	waitFor(t, "the request", func() bool { return bob.count() == 1 })
+	if r := send(b, registry.NewWaiter(), "alice", seqFrame(t, "alice", 1)); r != registry.Sent {
+		t.Fatalf("send the reply: %v", r)
+	}
+	// Node A's credit for the reply waits (no frames go back), node B's
+	// went with the reply.
+	waitFor(t, "the reply and the request's credit", func() bool { return alice.count() == 1 && credits.Load() == 1 })
+}
+
+// Credits for a quarter of a window go at once, frames back or not.
+func TestCreditsForAQuarterWindowGoAtOnce(t *testing.T) {
+	const window = 64 << 10
+	a, _, _, bob, credits := twoNodesSpied(t, time.Hour, window)
+	payload := make([]byte, 1000)
+	n := 0
+	for sent := 0; sent < window/4; n++ {
+		f := frame(t, "alice", "bob", payload)
+		if r := send(a, registry.NewWaiter(), "bob", f); r != registry.Sent {
+			t.Fatalf("send %d: %v", n, r)
+		}
+		sent += len(f)
+	}
+	waitFor(t, "the frames and a credit for them", func() bool { return bob.count() == n && credits.Load() >= 1 })
+}
