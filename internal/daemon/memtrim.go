@@ -54,6 +54,8 @@ func newMemTrim() *memTrim {
 		{Name: "/gc/heap/allocs:bytes"},
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/memory/classes/heap/released:bytes"},
+		{Name: "/gc/scan/stack:bytes"},
+		{Name: "/gc/scan/globals:bytes"},
 	}}
 	if os.Getenv("GOGC") == "" {
 		m.percent = 100 // the runtime's default, as set now
@@ -65,32 +67,38 @@ func newMemTrim() *memTrim {
 
 // gcPercent is the GC percent that keeps the collector's goal at least
 // headroom above the live heap, and at twice it (the runtime's default,
-// GOGC=100) once the live heap is larger than the headroom.
-func gcPercent(live, headroom uint64) int {
-	return int(max(100, headroom*100/max(live, 1<<20)))
+// GOGC=100) once the base is larger than the headroom. The runtime's goal
+// is the live heap plus GOGC percent of base (the live heap and the GC
+// roots: stacks and globals), and never below GOGC percent of 4 MiB, so a
+// base under 4 MiB counts as 4 MiB; before the first collection the base
+// reads 0.
+func gcPercent(base, headroom uint64) int {
+	return int(max(100, headroom*100/max(base, 4<<20)))
 }
 
-// pace sets the GC percent for the live heap and the headroom wanted,
+// pace sets the GC percent for the base (see gcPercent) and the headroom wanted,
 // unless GOGC in the environment says what it is. A change under a tenth
 // is not worth the runtime's heap lock.
-func (m *memTrim) pace(live, headroom uint64) {
+func (m *memTrim) pace(base, headroom uint64) {
 	if m.percent == 0 {
 		return
 	}
-	if p := gcPercent(live, headroom); p*10 < m.percent*9 || p*10 > m.percent*11 {
+	if p := gcPercent(base, headroom); p*10 < m.percent*9 || p*10 > m.percent*11 {
 		debug.SetGCPercent(p)
 		m.percent = p
 	}
 }
 
 // read returns what was allocated since the last read, the live heap (as
-// of the last collection) and the heap returned to the OS.
-func (m *memTrim) read() (allocated, live, released uint64) {
+// of the last collection), the heap returned to the OS, and the GC roots
+// (stacks and globals) the collector scanned.
+func (m *memTrim) read() (allocated, live, released, roots uint64) {
 	metrics.Read(m.samples)
 	total := m.samples[0].Value.Uint64()
 	allocated, m.allocs = total-m.allocs, total
 	m.sinceTrim += allocated
-	return allocated, m.samples[1].Value.Uint64(), m.samples[2].Value.Uint64()
+	return allocated, m.samples[1].Value.Uint64(), m.samples[2].Value.Uint64(),
+		m.samples[3].Value.Uint64() + m.samples[4].Value.Uint64()
 }
 
 // maybe looks at the heap, called about once a second, paces the collector
@@ -98,13 +106,13 @@ func (m *memTrim) read() (allocated, live, released uint64) {
 // and enough since the last trim. It returns how many bytes the trim
 // released, or 0 when it did not trim.
 func (m *memTrim) maybe(headroom uint64) uint64 {
-	allocated, live, before := m.read()
-	m.pace(live, headroom)
+	allocated, live, before, roots := m.read()
+	m.pace(live+roots, headroom)
 	if allocated > trimQuiet || m.sinceTrim < trimMin || m.sinceTrim < live/trimShare {
 		return 0
 	}
 	debug.FreeOSMemory()
-	_, _, after := m.read()
+	_, _, after, _ := m.read()
 	m.sinceTrim = 0 // what the collection allocated is not the next trim's
 	if after < before {
 		return 0

@@ -45,12 +45,12 @@ func TestGCPercent(t *testing.T) {
 		live, headroom uint64
 		want           int
 	}{
-		{0, h, 6400},       // below 1 MiB counts as 1 MiB: no percent without bound
-		{1 << 20, h, 6400}, // 1 MiB live: goal 65 MiB
-		{16 << 20, h, 400}, // 16 MiB live: goal 80 MiB
+		{0, h, 1600},       // no collection yet: as 4 MiB, the runtime's least goal
+		{1 << 20, h, 1600}, // 1 MiB: as 4 MiB (the runtime's goal floor is 4 MiB x GOGC/100)
+		{16 << 20, h, 400}, // 16 MiB: goal 80 MiB
 		{h, h, 100},        // from here on the runtime's default
 		{1 << 30, h, 100},
-		{1 << 20, 0, 100}, // not in a cluster
+		{16 << 20, 0, 100}, // not in a cluster
 	} {
 		if got := gcPercent(c.live, c.headroom); got != c.want {
 			t.Errorf("gcPercent(%d, %d) = %d, want %d", c.live, c.headroom, got, c.want)
